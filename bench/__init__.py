@@ -1,0 +1,1 @@
+"""Benchmarks: each prints a JSON object as its last line (``python -m bench.<name>``)."""

@@ -1,0 +1,293 @@
+"""The application firmware: the task set that turns blocks of samples into decisions.
+
+On the device, every DMA block runs acquisition, dsp, quality and the trigger (modulation
+task); every completed 30-s epoch runs the stager. This class is that task set written so
+that many blocks can be processed in one call with exactly the block-by-block result:
+
+* all state (filters, trigger, quality, stager buffers) is carried between calls;
+* :meth:`Application.process` stops after the first block in which the program decides to
+  stimulate, because the stimulus may change the world (the sleeper reacts) and the samples
+  after it must then be read again.
+
+The application only *requests* stimuli; the interlock in ``hal`` decides whether they
+reach a transducer. Nothing here imports ``sim``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from firmware import quality, trigger
+from firmware.dsp import CausalFilter
+from firmware.program import Program
+from firmware.stager import EpochDecision, SimpleStager
+from hal.base import SourceInfo, UserInputError
+
+logger = logging.getLogger(__name__)
+
+#: Acquisition ISR: fixed entry/exit and DMA re-arm, plus a SPI read and sign extension
+#: of one 24-bit code per channel-sample.
+ACQ_CYCLES_PER_BLOCK = 400
+ACQ_CYCLES_PER_CHANNEL_SAMPLE = 40
+#: A modulation decision (gate checks, onset prediction, timer programming).
+MODULATION_CYCLES = 3_000
+#: Stimulation is withheld this long after bad signal ends.
+BAD_SIGNAL_HOLDOFF_S = 5.0
+
+
+@dataclass(frozen=True)
+class StimRequest:
+    """The program asks for a stimulus (the interlock decides)."""
+
+    decision_index: int
+    onset_index: int  # sample at which the stimulus should reach the sleeper
+    reason: str
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageDecision:
+    """An epoch was staged; known at ``decision_index`` (end of the block)."""
+
+    decision_index: int
+    decision: EpochDecision
+
+
+@dataclass
+class ChunkResult:
+    """What one call to :meth:`Application.process` produced."""
+
+    n_consumed: int
+    stims: list[StimRequest]
+    stages: list[StageDecision]
+    logs: list[dict]
+
+
+class Application:
+    """The flashable application: dsp, quality, trigger, stager and program.
+
+    Parameters
+    ----------
+    program : Program
+        The validated modulation program.
+    info : SourceInfo
+        The board's channels and rate.
+    block : int
+        Samples per DMA block.
+    output_latency_s : float
+        The transducer's output latency, compensated when scheduling.
+    """
+
+    def __init__(
+        self, program: Program, info: SourceInfo, block: int, output_latency_s: float
+    ) -> None:
+        eeg = info.picks("eeg")
+        if not eeg:
+            raise UserInputError(
+                f"The source has no EEG channel: expected at least one channel with role "
+                f"'eeg', got roles {[c.role for c in info.channels]}."
+            )
+        self.program = program
+        self.sfreq = info.sfreq
+        self.block = block
+        self.row_eeg = eeg[0]
+        self.row_eog = (info.picks("eog") or [None])[0]
+        self.row_emg = (info.picks("emg") or [None])[0]
+        self.n_channels = len(info.channels)
+        self.latency_samples = output_latency_s * self.sfreq
+        self.so_filter = CausalFilter((0.5, 2.0), self.sfreq, order=2)
+        self.quality = quality.QualityMonitor(self.sfreq, block)
+        self.trigger = trigger.UpPhaseTrigger(self.sfreq, program.trigger.threshold_uv)
+        self.stager = SimpleStager(
+            self.sfreq, has_emg=self.row_emg is not None, has_eog=self.row_eog is not None
+        )
+        self.n_epoch = self.stager.n_epoch
+        self._buf = np.zeros((4, self.n_epoch))  # eeg, so band, eog, emg of the open epoch
+        self._buf_bad = 0
+        self._buf_fill = 0
+        self._epoch = 0
+        self.stage = "W"  # nothing is known at switch-on: act as if awake
+        self.last_onset = -(10**12)
+        self.bad_until = -(10**12)  # stimulation withheld before this sample index
+        self._bad_run: tuple[int, str] | None = None  # (start index, cause) of a bad stretch
+        self.next_index = 0
+
+    # -- declared costs ---------------------------------------------------------------------
+    def block_cycles(self) -> int:
+        """Cycles of the per-block work (acquisition ISR plus dsp/quality/trigger task)."""
+        b = self.block
+        acq = ACQ_CYCLES_PER_BLOCK + ACQ_CYCLES_PER_CHANNEL_SAMPLE * self.n_channels * b
+        dsp = (
+            self.so_filter.cycles_per_sample + quality.CYCLES_PER_SAMPLE + trigger.CYCLES_PER_SAMPLE
+        ) * b
+        return acq + dsp
+
+    def acquisition_cycles(self) -> int:
+        """Cycles of the acquisition ISR alone."""
+        return ACQ_CYCLES_PER_BLOCK + ACQ_CYCLES_PER_CHANNEL_SAMPLE * self.n_channels * self.block
+
+    def staging_cycles(self) -> int:
+        """Cycles of one epoch decision."""
+        n = 1 + (self.row_eog is not None) + (self.row_emg is not None)
+        return self.stager.cycles_per_epoch(n)
+
+    # -- the work ---------------------------------------------------------------------------
+    def _end_of_block(self, index: int) -> int:
+        return (index // self.block + 1) * self.block
+
+    def process(self, start: int, data: np.ndarray, flags: np.ndarray) -> ChunkResult:
+        """Process whole blocks starting at sample ``start``.
+
+        Parameters
+        ----------
+        start : int
+            Absolute index of ``data[:, 0]``; must continue the previous call.
+        data : ndarray, shape (n_channels, n)
+            µV (biopotentials), ``n`` a multiple of the block size.
+        flags : ndarray of uint8
+            ADC flags, same shape.
+
+        Returns
+        -------
+        ChunkResult
+            ``n_consumed`` samples were processed (all of them, or up to the end of the block
+            in which a stimulus was requested); the decisions made in them.
+        """
+        if start != self.next_index:
+            raise ValueError(f"Blocks must be contiguous: expected {self.next_index}, got {start}.")
+        n = data.shape[1]
+        if n % self.block:
+            raise ValueError(f"Expected whole blocks of {self.block} samples, got {n}.")
+        eeg = data[self.row_eeg]
+        so, so_state = self.so_filter.peek(eeg[np.newaxis])
+        so = so[0]
+        causes, q_state = self.quality.peek(eeg, flags[self.row_eeg])
+        cands, t_state = self.trigger.peek(so, start)
+
+        # Bad blocks withhold stimulation from their first sample until the hold-off ends.
+        bad_blocks = np.flatnonzero(causes)
+        holdoff = round(BAD_SIGNAL_HOLDOFF_S * self.sfreq)
+        # The stage decided at the end of the open epoch gates what comes after it, so a call
+        # never goes past the block in which that epoch ends.
+        epoch_end = (self._epoch + 1) * self.n_epoch
+        limit = min(n, self._end_of_block(epoch_end - 1) - start)
+        stims: list[StimRequest] = []
+        end = limit
+        for cand in cands:
+            if cand.decision_index - start >= limit:
+                break
+            req = self._consider(cand, start, bad_blocks, holdoff)
+            if req is not None:
+                stims.append(req)
+                end = self._end_of_block(cand.decision_index) - start
+                break
+
+        if end == n:
+            self.so_filter.zi = so_state
+            self.quality.commit(q_state)
+            self.trigger.commit(t_state)
+        else:  # recompute the states at the cut: the samples after it will be read again
+            self.so_filter.commit(eeg[np.newaxis, :end])
+            self.quality.commit(self.quality.peek(eeg[:end], flags[self.row_eeg, :end])[1])
+            self.trigger.commit(self.trigger.peek(so[:end], start)[1])
+        n_blocks = end // self.block
+        causes = causes[:n_blocks]
+        if causes.any():
+            last_bad = start + (np.flatnonzero(causes)[-1] + 1) * self.block
+            self.bad_until = max(self.bad_until, last_bad + holdoff)
+        logs = self._log_bad_stretches(start, causes)
+        stages = self._feed_stager(start, data[:, :end], so[:end], causes)
+        self.next_index = start + end
+        return ChunkResult(end, stims, stages, logs)
+
+    def _consider(
+        self, cand: trigger.Candidate, start: int, bad_blocks: np.ndarray, holdoff: int
+    ) -> StimRequest | None:
+        d = cand.decision_index
+        if self.stage not in self.program.gate.stages:
+            return None
+        if d < self.bad_until:
+            return None
+        # A bad block earlier in this chunk (or the decision's own block) withholds it too.
+        prior = bad_blocks[bad_blocks <= (d - start) // self.block]
+        if prior.size and d < start + (prior[-1] + 1) * self.block + holdoff:
+            return None
+        if cand.peak_index - self.last_onset < self.program.trigger.refractory_s * self.sfreq:
+            return None
+        # The timer must still be in the future once the block has been processed.
+        fire = cand.peak_index - self.latency_samples
+        if fire <= self._end_of_block(d):
+            return None
+        self.last_onset = cand.peak_index
+        reason = "sham" if self.program.sham else "so-upphase"
+        return StimRequest(d, cand.peak_index, reason, {"trough_uv": round(cand.trough_uv, 1)})
+
+    def _log_bad_stretches(self, start: int, causes: np.ndarray) -> list[dict]:
+        logs: list[dict] = []
+        if causes.size == 0:
+            return logs
+        change = np.flatnonzero(np.diff(np.concatenate([[-1], causes])) != 0)
+        for i in change.tolist():
+            c = int(causes[i])
+            idx = start + i * self.block
+            if self._bad_run is not None and (c == 0 or quality.CAUSES[c] != self._bad_run[1]):
+                logs.append(self._close_bad_run(idx))
+            if c != 0 and self._bad_run is None:
+                self._bad_run = (idx, quality.CAUSES[c])
+        return logs
+
+    def _close_bad_run(self, end_index: int) -> dict:
+        assert self._bad_run is not None
+        first, cause = self._bad_run
+        self._bad_run = None
+        return {
+            "kind": "safety",
+            "event": "bad_signal",
+            "t": first / self.sfreq,
+            "duration": (end_index - first) / self.sfreq,
+            "cause": cause,
+        }
+
+    def finish(self) -> list[dict]:
+        """Close an open bad-signal stretch at the end of the night."""
+        if self._bad_run is None:
+            return []
+        return [self._close_bad_run(self.next_index)]
+
+    def _feed_stager(
+        self, start: int, data: np.ndarray, so: np.ndarray, causes: np.ndarray
+    ) -> list[StageDecision]:
+        out: list[StageDecision] = []
+        bad_samples = np.repeat(causes != 0, self.block)
+        pos, n = 0, data.shape[1]
+        while pos < n:
+            take = min(n - pos, self.n_epoch - self._buf_fill)
+            sl = slice(self._buf_fill, self._buf_fill + take)
+            self._buf[0, sl] = data[self.row_eeg, pos : pos + take]
+            self._buf[1, sl] = so[pos : pos + take]
+            if self.row_eog is not None:
+                self._buf[2, sl] = data[self.row_eog, pos : pos + take]
+            if self.row_emg is not None:
+                self._buf[3, sl] = data[self.row_emg, pos : pos + take]
+            self._buf_bad += int(bad_samples[pos : pos + take].sum())
+            self._buf_fill += take
+            pos += take
+            if self._buf_fill == self.n_epoch:
+                feats = self.stager.features(
+                    self._buf[0],
+                    self._buf[1],
+                    self._buf[2] if self.row_eog is not None else None,
+                    self._buf[3] if self.row_emg is not None else None,
+                )
+                bad = self._buf_bad > self.n_epoch // 2
+                dec = self.stager.decide(self._epoch, feats, bad)
+                self.stage = dec.stage
+                epoch_end = (self._epoch + 1) * self.n_epoch
+                out.append(StageDecision(self._end_of_block(epoch_end - 1), dec))
+                self._epoch += 1
+                self._buf_fill = 0
+                self._buf_bad = 0
+        return out

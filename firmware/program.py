@@ -1,0 +1,195 @@
+"""Modulation programs: the user's "dream scenario" as a TOML file.
+
+A program says when to stimulate (stage gate), how to find the moment (trigger) and what to
+play (stimulus). It is validated completely before the night starts: an unknown field, a
+wrong type or a value out of range is a one-line error naming the field, what is allowed
+and what came.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hal.base import STAGES, UserInputError, check_option
+
+TRIGGER_KINDS = ("so-upphase",)
+MODALITIES = ("audio", "light", "haptic")
+
+
+def builtin_programs() -> list[str]:
+    """Names of the programs shipped with the firmware (``clas``, ``sham``...)."""
+    folder = resources.files("firmware") / "programs"
+    return sorted(
+        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+    )
+
+
+@dataclass(frozen=True)
+class Gate:
+    """When a program may act: the stages it accepts."""
+
+    stages: tuple[str, ...] = ("N2", "N3")
+
+
+@dataclass(frozen=True)
+class TriggerSpec:
+    """How the moment is found."""
+
+    kind: str = "so-upphase"
+    threshold_uv: float = -40.0
+    refractory_s: float = 2.5
+
+
+@dataclass(frozen=True)
+class StimulusSpec:
+    """What is played."""
+
+    modality: str = "audio"
+    sound: str = "pink"
+    level_db: float = 50.0
+    duration_s: float = 0.05
+
+
+@dataclass(frozen=True)
+class Program:
+    """A validated modulation program."""
+
+    name: str
+    description: str = ""
+    sham: bool = False
+    gate: Gate = field(default_factory=Gate)
+    trigger: TriggerSpec = field(default_factory=TriggerSpec)
+    stimulus: StimulusSpec = field(default_factory=StimulusSpec)
+
+
+_SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "": {
+        "name": str,
+        "description": str,
+        "sham": bool,
+        "gate": dict,
+        "trigger": dict,
+        "stimulus": dict,
+    },
+    "gate": {"stages": list},
+    "trigger": {"kind": str, "threshold_uv": (int, float), "refractory_s": (int, float)},
+    "stimulus": {
+        "modality": str,
+        "sound": str,
+        "level_db": (int, float),
+        "duration_s": (int, float),
+    },
+}
+
+
+def _check_table(where: str, table: dict[str, Any], source: str) -> None:
+    schema = _SCHEMA[where]
+    prefix = f"{where}." if where else ""
+    for key, value in table.items():
+        if key not in schema:
+            check_option(f"{prefix}{key}' in '{source}", key, sorted(schema))
+        expected = schema[key]
+        # bool is an int in Python; a number field must not accept true/false.
+        if isinstance(value, bool) and expected is not bool:
+            expected_ok = False
+        else:
+            expected_ok = isinstance(value, expected)
+        if not expected_ok:
+            names = (
+                expected.__name__
+                if isinstance(expected, type)
+                else " or ".join(t.__name__ for t in expected)
+            )
+            raise UserInputError(
+                f"Invalid type for '{prefix}{key}' in '{source}': expected {names}, "
+                f"got {type(value).__name__} {value!r}."
+            )
+
+
+def _in_range(name: str, value: float, low: float, high: float, source: str) -> None:
+    if not low <= value <= high:
+        raise UserInputError(
+            f"Invalid value for '{name}' in '{source}': expected {low} to {high}, got {value}."
+        )
+
+
+def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
+    """Validate a program given as a mapping (the parsed TOML).
+
+    Parameters
+    ----------
+    data : dict
+        The program's tables.
+    source : str
+        Where it came from, for error messages.
+
+    Returns
+    -------
+    Program
+    """
+    _check_table("", data, source)
+    for table in ("gate", "trigger", "stimulus"):
+        _check_table(table, data.get(table, {}), source)
+    if "name" not in data:
+        raise UserInputError(f"Missing field 'name' in '{source}': every program has a name.")
+    gate_data = data.get("gate", {})
+    stages = tuple(gate_data.get("stages", Gate.stages))
+    if not stages:
+        raise UserInputError(
+            f"Invalid value for 'gate.stages' in '{source}': expected at least one of "
+            f"{', '.join(STAGES)}, got an empty list (the program could never act)."
+        )
+    for stage in stages:
+        check_option(f"gate.stages' in '{source}", stage, STAGES)
+    trig = TriggerSpec(**data.get("trigger", {}))
+    check_option(f"trigger.kind' in '{source}", trig.kind, TRIGGER_KINDS)
+    _in_range("trigger.threshold_uv", trig.threshold_uv, -300.0, 0.0, source)
+    _in_range("trigger.refractory_s", trig.refractory_s, 0.5, 60.0, source)
+    stim = StimulusSpec(**data.get("stimulus", {}))
+    check_option(f"stimulus.modality' in '{source}", stim.modality, MODALITIES)
+    _in_range("stimulus.duration_s", stim.duration_s, 0.001, 5.0, source)
+    _in_range("stimulus.level_db", stim.level_db, 0.0, 120.0, source)
+    return Program(
+        name=data["name"],
+        description=data.get("description", ""),
+        sham=data.get("sham", False),
+        gate=Gate(stages=stages),
+        trigger=trig,
+        stimulus=stim,
+    )
+
+
+def load_program(name_or_path: str) -> Program:
+    """Load a built-in program by name or a TOML file by path.
+
+    Parameters
+    ----------
+    name_or_path : str
+        ``"clas"``, ``"sham"``... or a path to a ``.toml`` file.
+
+    Raises
+    ------
+    UserInputError
+        Unknown name, missing or malformed file, invalid field.
+    """
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise UserInputError(f"No such program file: {name_or_path}")
+        text = path.read_text(encoding="utf-8")
+        source = str(path)
+    else:
+        check_option("program", name_or_path, builtin_programs())
+        text = (resources.files("firmware") / "programs" / f"{name_or_path}.toml").read_text(
+            encoding="utf-8"
+        )
+        source = f"{name_or_path} (built in)"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise UserInputError(f"Malformed program file {source}: {err}") from None
+    return parse_program(data, source)

@@ -1,0 +1,77 @@
+"""A simple causal slow-oscillation up-phase trigger.
+
+The EEG is band-passed to 0.5-2 Hz (causal Butterworth, state carried). When the filtered
+signal reaches a trough below the threshold (a real down-state) the trigger measures the
+quarter period ``q`` from the preceding downward zero crossing (90°) to the trough (180°)
+and predicts the positive peak (0°, the up-phase) two quarter periods after the trough.
+This is the classic "adaptive" variant of Ngo et al. (2013)'s fixed 500-ms delay; the
+phase-estimation issue replaces it with ECHT and a PLL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Cycles per sample: compare with the previous samples and the threshold.
+CYCLES_PER_SAMPLE = 8
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trough that qualifies: when it was known and where the up-phase is predicted."""
+
+    decision_index: int  # first sample at which the trough is known (trough + 1)
+    trough_index: int
+    trough_uv: float
+    peak_index: int  # predicted positive peak (0°)
+
+
+class UpPhaseTrigger:
+    """Find qualifying troughs in a stream of slow-oscillation-band samples.
+
+    Parameters
+    ----------
+    sfreq : float
+        Sampling rate in Hz.
+    threshold_uv : float
+        The trough must be at or below this (negative) value.
+    """
+
+    MIN_QUARTER_S = 0.125  # 2 Hz
+    MAX_QUARTER_S = 0.5  # 0.5 Hz
+
+    def __init__(self, sfreq: float, threshold_uv: float) -> None:
+        self.sfreq = sfreq
+        self.threshold_uv = threshold_uv
+        self.prev = np.zeros(2)  # the last two samples seen
+        self.last_zc_down = -(10**12)  # absolute index of the last downward zero crossing
+
+    def peek(self, y: np.ndarray, start: int) -> tuple[list[Candidate], tuple]:
+        """Scan filtered samples ``y`` (absolute index of ``y[0]`` is ``start``).
+
+        Returns the qualifying candidates in order and the state after ``y``.
+        """
+        yy = np.concatenate([self.prev, y])
+        # Downward zero crossing at absolute index i: y[i-1] >= 0 > y[i].
+        zc = np.flatnonzero((yy[1:-1] >= 0) & (yy[2:] < 0)) + start
+        zc_all = np.concatenate([[self.last_zc_down], zc])
+        # Trough at i-1 confirmed at i: y[i-2] > y[i-1] <= y[i] and y[i-1] <= threshold.
+        mid = yy[1:-1]
+        is_min = (yy[:-2] > mid) & (mid <= yy[2:]) & (mid <= self.threshold_uv)
+        troughs = np.flatnonzero(is_min) + start - 1
+        out: list[Candidate] = []
+        if troughs.size:
+            k = np.searchsorted(zc_all, troughs, side="right") - 1
+            quarter = troughs - zc_all[k]
+            lo, hi = self.MIN_QUARTER_S * self.sfreq, self.MAX_QUARTER_S * self.sfreq
+            ok = (quarter >= lo) & (quarter <= hi)
+            for t, q in zip(troughs[ok].tolist(), quarter[ok].tolist(), strict=True):
+                out.append(Candidate(t + 1, t, float(yy[t - start + 2]), t + 2 * q))
+        state = (yy[-2:].copy(), int(zc_all[-1]))
+        return out, state
+
+    def commit(self, state: tuple) -> None:
+        """Adopt the state returned by :meth:`peek`."""
+        self.prev, self.last_zc_down = state

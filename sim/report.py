@@ -1,0 +1,89 @@
+"""``report.png``: the night at a glance (hypnogram, stimuli, CPU load)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are files, never windows
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+from sim.runner import RunResult  # noqa: E402
+
+# Hypnograms are drawn with W on top and N3 at the bottom, REM between W and N1.
+_ORDER = {"W": 4, "R": 3, "N1": 2, "N2": 1, "N3": 0}
+
+
+def draw_report(result: RunResult, path: str | Path) -> None:
+    """Draw the report of a night into ``path`` (PNG).
+
+    Parameters
+    ----------
+    result : RunResult
+        The night.
+    path : str or Path
+        Where to write the PNG.
+    """
+    fig, axes = plt.subplots(
+        3, 1, figsize=(12, 7), gridspec_kw={"height_ratios": [3, 1.2, 1.6]}, layout="constrained"
+    )
+    hours = 1 / 3600
+    ax = axes[0]
+    if result.true_hypnogram:
+        t = [k * 30 * hours for k in range(len(result.true_hypnogram) + 1)]
+        y = [_ORDER[s] for s in result.true_hypnogram]
+        ax.stairs(y, t, baseline=None, color="0.7", lw=3, label="sleeper (truth)")
+    if result.hypnogram:
+        starts = [s for s, _ in result.hypnogram]
+        t = [s * hours for s in starts] + [(starts[-1] + 30) * hours]
+        y = [_ORDER[s] for _, s in result.hypnogram]
+        ax.stairs(y, t, baseline=None, color="C0", lw=1.2, label="online stager")
+    ax.set_yticks(sorted(_ORDER.values()), sorted(_ORDER, key=_ORDER.get))
+    ax.set_ylabel("stage")
+    ax.set_title(
+        f"{result.program.name} on {result.source_description} — "
+        f"{result.summary['stimuli']['delivered']} stimuli delivered"
+    )
+    ax.legend(loc="upper right", fontsize=8)
+
+    ax = axes[1]
+    stims = [e for e in result.events if e["kind"] == "stim"]
+    delivered = [e["t"] * hours for e in stims if e["delivered"]]
+    withheld = [e["t"] * hours for e in stims if not e["delivered"]]
+    ax.eventplot([delivered, withheld], lineoffsets=[1, 0], colors=["C2", "C3"], linelengths=0.8)
+    ax.set_yticks([0, 1], ["withheld", "delivered"])
+    bad = [e for e in result.events if e.get("event") == "bad_signal"]
+    for e in bad:
+        ax.axvspan(e["t"] * hours, (e["t"] + e["duration"]) * hours, color="0.85", lw=0)
+    trips = [e["t"] * hours for e in result.events if e.get("event") == "trip"]
+    for t in trips:
+        ax.axvline(t, color="k", ls="--", lw=1)
+    ax.set_xlim(axes[0].get_xlim())
+    ax.set_xlabel("hours")
+    ax.set_title("stimuli (grey: bad signal, dashed: interlock trip)", fontsize=9)
+
+    ax = axes[2]
+    tasks = result.summary["cpu"]["tasks"]
+    names = list(tasks)
+    loads = [100 * tasks[n]["load"] for n in names]
+    worst = [tasks[n]["worst_response_ms"] for n in names]
+    bars = ax.barh(names, loads, color="C1")
+    for bar, w in zip(bars, worst, strict=True):
+        ax.text(
+            bar.get_width(),
+            bar.get_y() + bar.get_height() / 2,
+            f"  worst response {w:.2f} ms",
+            va="center",
+            fontsize=8,
+        )
+    ax.set_xlabel("CPU load (%)")
+    ax.set_title(
+        f"MCU {result.summary['cpu']['clock_hz'] / 1e6:.0f} MHz: "
+        f"load {100 * result.summary['cpu']['cpu_load']:.1f}%, "
+        f"{result.summary['deadline_misses']} deadline misses",
+        fontsize=9,
+    )
+    ax.set_xlim(0, max(loads + [1]) * 1.6)
+    fig.savefig(path, dpi=80, format="png")
+    plt.close(fig)

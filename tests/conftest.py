@@ -1,0 +1,63 @@
+"""Shared fixtures: small synthetic sources so tests do not depend on the sleeper's model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+from hal.base import ChannelSpec, SourceInfo
+
+settings.register_profile(
+    "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "deep", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+REPO = Path(__file__).resolve().parents[1]
+DREAMS = REPO.parent / "shared" / "data" / "dreams"
+
+
+class ArraySource:
+    """A SignalSource over an in-memory array (volts), for tests."""
+
+    def __init__(self, data: np.ndarray, sfreq: float, channels: list[tuple[str, str]]):
+        self.data = np.asarray(data, dtype=np.float64)
+        self.info = SourceInfo(
+            sfreq=sfreq,
+            channels=tuple(ChannelSpec(n, r) for n, r in channels),
+            n_samples=self.data.shape[1],
+            description="array",
+        )
+        self.closed = False
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.data[:, start : min(stop, self.data.shape[1])].copy()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def slow_wave_eeg(seconds: float, sfreq: float, seed: int, amp_uv: float = 80.0) -> np.ndarray:
+    """EEG-like test signal: a ~0.9 Hz slow oscillation with jitter plus 1/f-ish noise, volts."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sfreq)
+    t = np.arange(n) / sfreq
+    freq = 0.9 + 0.1 * np.sin(2 * np.pi * t / 37.0)
+    phase = 2 * np.pi * np.cumsum(freq) / sfreq
+    noise = np.cumsum(rng.standard_normal(n)) * 0.3
+    noise -= np.convolve(noise, np.ones(250) / 250, mode="same")
+    return (amp_uv * np.cos(phase) + noise + 3 * rng.standard_normal(n)) * 1e-6
+
+
+@pytest.fixture
+def slow_wave_source() -> ArraySource:
+    """Five minutes of slow waves on one EEG channel at 250 Hz."""
+    sfreq = 250.0
+    eeg = slow_wave_eeg(300, sfreq, seed=0)
+    return ArraySource(eeg[np.newaxis], sfreq, [("C4-M1", "eeg")])

@@ -1,0 +1,156 @@
+"""The application firmware: causal filters, trigger, quality, stager, chunk equivalence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import ArraySource, slow_wave_eeg
+from scipy import signal
+
+from firmware.app import Application
+from firmware.dsp import CausalFilter
+from firmware.program import load_program
+from firmware.quality import CAUSES, QualityMonitor
+from firmware.trigger import UpPhaseTrigger
+from hal.adc import FLAG_CLIPPED, FLAG_LEAD_OFF, AdcModel, FrontEnd
+
+SFREQ = 250.0
+
+
+@pytest.mark.parametrize("block", [1, 8, 37, 7500])
+def test_filter_block_by_block_equals_whole_signal(block):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 7500 * 2)) * 50
+    whole = signal.sosfilt(CausalFilter((0.5, 2.0), SFREQ, n_channels=2).sos, x, axis=-1)
+    f = CausalFilter((0.5, 2.0), SFREQ, n_channels=2)
+    pieces = [f.process(x[:, i : i + block]) for i in range(0, x.shape[1], block)]
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), whole, rtol=0, atol=1e-9)
+
+
+def test_filter_peek_does_not_advance_and_commit_does():
+    f = CausalFilter((0.5, 2.0), SFREQ)
+    x = np.ones((1, 100))
+    y1, _ = f.peek(x)
+    y2, _ = f.peek(x)
+    np.testing.assert_array_equal(y1, y2)
+    f.commit(x)
+    y3, _ = f.peek(x)
+    assert not np.allclose(y1, y3)
+
+
+def test_filter_rejects_impossible_band():
+    with pytest.raises(ValueError, match="0 < low < high"):
+        CausalFilter((2.0, 0.5), SFREQ)
+    with pytest.raises(ValueError, match="at least one band edge"):
+        CausalFilter((None, None), SFREQ)
+
+
+def test_trigger_predicts_the_positive_peak_of_a_clean_slow_wave():
+    # A pure 1 Hz cosine: troughs at t = 0.5 + k s, positive peaks at t = k s.
+    t = np.arange(int(20 * SFREQ)) / SFREQ
+    y = 80 * np.cos(2 * np.pi * 1.0 * t)
+    trig = UpPhaseTrigger(SFREQ, threshold_uv=-40)
+    cands, _ = trig.peek(y, 0)
+    assert len(cands) >= 18
+    for c in cands:
+        assert abs(c.trough_index / SFREQ % 1.0 - 0.5) < 0.01
+        # Peak predicted one half period after the trough, within a sample.
+        assert abs(c.peak_index - c.trough_index - SFREQ / 2) <= 1
+        assert c.decision_index == c.trough_index + 1
+        assert c.trough_uv == pytest.approx(-80, abs=0.1)
+
+
+def test_trigger_ignores_shallow_troughs():
+    t = np.arange(int(10 * SFREQ)) / SFREQ
+    cands, _ = UpPhaseTrigger(SFREQ, threshold_uv=-40).peek(30 * np.cos(2 * np.pi * t), 0)
+    assert cands == []
+
+
+@pytest.mark.parametrize("block", [8, 100, 1000])
+def test_trigger_in_pieces_equals_whole(block):
+    y = slow_wave_eeg(60, SFREQ, seed=1) * 1e6
+    y = signal.sosfilt(CausalFilter((0.5, 2.0), SFREQ).sos, y)
+    whole, _ = UpPhaseTrigger(SFREQ, -40).peek(y, 0)
+    trig = UpPhaseTrigger(SFREQ, -40)
+    pieces = []
+    for i in range(0, y.size, block):
+        c, state = trig.peek(y[i : i + block], i)
+        trig.commit(state)
+        pieces.extend(c)
+    assert pieces == whole and len(whole) > 20
+
+
+def test_quality_flags_each_cause():
+    q = QualityMonitor(SFREQ, 8)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(8 * 200) * 20
+    flags = np.zeros(x.size, dtype=np.uint8)
+    x[8 * 50 : 8 * 51] = 900  # one block of huge amplitude
+    flags[8 * 80 + 3] = FLAG_CLIPPED
+    flags[8 * 100 + 1] = FLAG_LEAD_OFF
+    x[8 * 150 :] = 7.0  # flat from block 150 on
+    cause, _ = q.peek(x, flags)
+    names = [CAUSES[c] for c in cause]
+    assert names[50] == "amplitude"
+    assert names[80] == "clipped"
+    assert names[100] == "lead_off"
+    assert names[120] == "ok"
+    # Flat is declared once the last 31 blocks (about one second) are all flat.
+    assert names[150 + 29] == "ok" and names[150 + 30] == "flat" and names[-1] == "flat"
+
+
+def _app_and_front(seconds=240, seed=0):
+    eeg = slow_wave_eeg(seconds, SFREQ, seed=seed)
+    src = ArraySource(np.vstack([eeg, 0.2 * eeg]), SFREQ, [("C4-M1", "eeg"), ("E1", "eog")])
+    front = FrontEnd(src, AdcModel(), seed=seed)
+    app = Application(load_program("clas"), src.info, 8, output_latency_s=0.015)
+    return app, front, src.info.n_samples
+
+
+def _drive(app, front, n_total, chunk):
+    """Feed the app in chunks of ``chunk`` samples, honouring its cuts."""
+    stims, stages, idx = [], [], 0
+    n_total = n_total // 8 * 8
+    while idx < n_total:
+        stop = min(idx + chunk, n_total)
+        data, flags = front.read(idx, stop)
+        res = app.process(idx, data, flags)
+        stims += res.stims
+        stages += [(s.decision_index, s.decision.stage) for s in res.stages]
+        idx += res.n_consumed
+    return stims, stages
+
+
+def test_application_decisions_do_not_depend_on_chunking():
+    """The fast path (many blocks per call) decides exactly as the block-by-block device."""
+    app, front, n = _app_and_front()
+    ref = _drive(app, front, n, 8)
+    for chunk in (64, 2000, 7504):
+        app, front, n = _app_and_front()
+        assert _drive(app, front, n, chunk) == ref
+    stims, stages = ref
+    assert len(stages) == 8 and all(s == "N3" for _, s in stages[1:])
+    # Stimulation starts only once an epoch was staged N2/N3, then respects the refractory.
+    assert stims and stims[0].decision_index >= stages[0][0]
+    onsets = np.array([s.onset_index for s in stims])
+    assert np.all(np.diff(onsets) >= 2.5 * SFREQ)
+
+
+def test_application_withholds_stimulation_on_bad_signal():
+    eeg = slow_wave_eeg(180, SFREQ, seed=2)
+    eeg[int(100 * SFREQ) : int(120 * SFREQ)] = np.nan  # 20 s of lead-off
+    src = ArraySource(eeg[np.newaxis], SFREQ, [("C4-M1", "eeg")])
+    front = FrontEnd(src, AdcModel(), seed=0)
+    app = Application(load_program("clas"), src.info, 8, 0.015)
+    stims, _ = _drive(app, front, src.info.n_samples, 7504)
+    onsets = np.array([s.decision_index for s in stims]) / SFREQ
+    assert np.sum(onsets < 100) > 5 and np.sum(onsets > 126) > 5
+    assert not np.any((onsets >= 100) & (onsets < 125))  # the stretch and a 5-s hold-off
+
+
+def test_application_needs_an_eeg_channel():
+    from hal.base import UserInputError
+
+    src = ArraySource(np.zeros((1, 8000)), SFREQ, [("Chin", "emg")])
+    with pytest.raises(UserInputError, match="no EEG channel"):
+        Application(load_program("clas"), src.info, 8, 0.015)
