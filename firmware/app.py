@@ -5,9 +5,9 @@ task); every completed 30-s epoch runs the stager. This class is that task set w
 that many blocks can be processed in one call with exactly the block-by-block result:
 
 * all state (filters, trigger, quality, stager buffers) is carried between calls;
-* :meth:`Application.process` stops after the first block in which the program decides to
-  stimulate, because the stimulus may change the world (the sleeper reacts) and the samples
-  after it must then be read again.
+* :meth:`Application.process` stops before the block in which a requested stimulus begins,
+  because the stimulus may change the world (the sleeper reacts) and the samples from its
+  onset on must be read again once it has been played (or refused).
 
 The application only *requests* stimuli; the interlock in ``hal`` decides whether they
 reach a transducer. Nothing here imports ``sim``.
@@ -153,8 +153,9 @@ class Application:
         Returns
         -------
         ChunkResult
-            ``n_consumed`` samples were processed (all of them, or up to the end of the block
-            in which a stimulus was requested); the decisions made in them.
+            ``n_consumed`` samples were processed (all of them, or up to the block in which
+            a requested stimulus begins, or the block in which an epoch ends); the decisions
+            made in them.
         """
         if start != self.next_index:
             raise ValueError(f"Blocks must be contiguous: expected {self.next_index}, got {start}.")
@@ -164,8 +165,8 @@ class Application:
         eeg = data[self.row_eeg]
         so, so_state = self.so_filter.peek(eeg[np.newaxis])
         so = so[0]
-        causes, q_state = self.quality.peek(eeg, flags[self.row_eeg])
-        cands, t_state = self.trigger.peek(so, start)
+        causes, q_scan = self.quality.peek(eeg, flags[self.row_eeg])
+        cands, t_scan = self.trigger.peek(so, start)
 
         # Bad blocks withhold stimulation from their first sample until the hold-off ends.
         bad_blocks = np.flatnonzero(causes)
@@ -174,26 +175,25 @@ class Application:
         # never goes past the block in which that epoch ends.
         epoch_end = (self._epoch + 1) * self.n_epoch
         limit = min(n, self._end_of_block(epoch_end - 1) - start)
+        # A stimulus changes the world from its onset on: the call ends at the block that
+        # holds the onset, whose samples must be read again once the stimulus was played.
         stims: list[StimRequest] = []
         end = limit
         for cand in cands:
-            if cand.decision_index - start >= limit:
+            if cand.decision_index - start >= end:
                 break
             req = self._consider(cand, start, bad_blocks, holdoff)
             if req is not None:
                 stims.append(req)
-                end = self._end_of_block(cand.decision_index) - start
-                break
+                end = min(end, req.onset_index // self.block * self.block - start)
 
+        n_blocks = end // self.block
         if end == n:
             self.so_filter.zi = so_state
-            self.quality.commit(q_state)
-            self.trigger.commit(t_state)
-        else:  # recompute the states at the cut: the samples after it will be read again
+        else:  # the samples after the cut will be read again: take the state at the cut
             self.so_filter.commit(eeg[np.newaxis, :end])
-            self.quality.commit(self.quality.peek(eeg[:end], flags[self.row_eeg, :end])[1])
-            self.trigger.commit(self.trigger.peek(so[:end], start)[1])
-        n_blocks = end // self.block
+        self.quality.commit(q_scan.state(n_blocks))
+        self.trigger.commit(t_scan.state(end))
         causes = causes[:n_blocks]
         if causes.any():
             last_bad = start + (np.flatnonzero(causes)[-1] + 1) * self.block

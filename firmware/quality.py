@@ -42,7 +42,7 @@ class QualityMonitor:
         self.hist_max = np.full(self.window - 1, np.inf)
         self.hist_min = np.full(self.window - 1, -np.inf)
 
-    def peek(self, x: np.ndarray, flags: np.ndarray) -> tuple[np.ndarray, tuple]:
+    def peek(self, x: np.ndarray, flags: np.ndarray) -> tuple[np.ndarray, QualityScan]:
         """Judge whole blocks of one channel without committing.
 
         Parameters
@@ -56,33 +56,45 @@ class QualityMonitor:
         -------
         cause : ndarray of int8, shape (n // block,)
             Index into :data:`CAUSES` per block (0 = good).
-        state : tuple
-            State after these blocks, for :meth:`commit`.
+        scan : QualityScan
+            Gives the state after any number of these blocks, for :meth:`commit`.
         """
         b = self.block
         xb = x.reshape(-1, b)
-        fb = flags.reshape(-1, b)
         cause = np.zeros(xb.shape[0], dtype=np.int8)
         bmax, bmin = xb.max(axis=1), xb.min(axis=1)
-        if self.window > 1:
-            all_max = np.concatenate([self.hist_max, bmax])
-            all_min = np.concatenate([self.hist_min, bmin])
+        block_ptp = bmax - bmin
+        all_max = np.concatenate([self.hist_max, bmax])
+        all_min = np.concatenate([self.hist_min, bmin])
+        # Good signal is the common case: test cheaply before building per-block masks.
+        # No window can be flatter than its liveliest block, so the sliding test is needed
+        # only when some block is nearly flat.
+        if self.window > 1 and block_ptp.min() < FLAT_PTP_UV:
             win = np.lib.stride_tricks.sliding_window_view
             ptp = win(all_max, self.window).max(axis=1) - win(all_min, self.window).min(axis=1)
-            state = (all_max[-(self.window - 1) :], all_min[-(self.window - 1) :])
-        else:
-            ptp = bmax - bmin
-            state = (self.hist_max, self.hist_min)
-        # Good signal is the common case: test cheaply before building per-block masks.
-        if ptp.min() < FLAT_PTP_UV:
             cause[ptp < FLAT_PTP_UV] = CAUSES.index("flat")
+        elif self.window == 1:
+            cause[block_ptp < FLAT_PTP_UV] = CAUSES.index("flat")
         if bmax.max() > MAX_ABS_UV or bmin.min() < -MAX_ABS_UV:
             cause[np.maximum(bmax, -bmin) > MAX_ABS_UV] = CAUSES.index("amplitude")
         if flags.any():
+            fb = flags.reshape(-1, b)
             cause[(fb & FLAG_CLIPPED).any(axis=1)] = CAUSES.index("clipped")
             cause[(fb & FLAG_LEAD_OFF).any(axis=1)] = CAUSES.index("lead_off")
-        return cause, state
+        return cause, QualityScan(all_max, all_min, self.window - 1)
 
-    def commit(self, state: tuple) -> None:
-        """Adopt the state returned by :meth:`peek`."""
+    def commit(self, state: tuple[np.ndarray, np.ndarray]) -> None:
+        """Adopt a state given by :meth:`QualityScan.state`."""
         self.hist_max, self.hist_min = state
+
+
+class QualityScan:
+    """Per-block extremes of a peeked stretch, with the history before it."""
+
+    def __init__(self, all_max: np.ndarray, all_min: np.ndarray, keep: int) -> None:
+        self._max, self._min, self._keep = all_max, all_min, keep
+
+    def state(self, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
+        """State of the monitor after the first ``n_blocks`` blocks of the stretch."""
+        k = self._keep
+        return self._max[n_blocks : n_blocks + k].copy(), self._min[n_blocks : n_blocks + k].copy()

@@ -48,20 +48,25 @@ class UpPhaseTrigger:
         self.prev = np.zeros(2)  # the last two samples seen
         self.last_zc_down = -(10**12)  # absolute index of the last downward zero crossing
 
-    def peek(self, y: np.ndarray, start: int) -> tuple[list[Candidate], tuple]:
+    def peek(self, y: np.ndarray, start: int) -> tuple[list[Candidate], TriggerScan]:
         """Scan filtered samples ``y`` (absolute index of ``y[0]`` is ``start``).
 
-        Returns the qualifying candidates in order and the state after ``y``.
+        Returns the qualifying candidates in order, and a scan that gives the state after
+        any prefix of ``y``.
         """
         yy = np.concatenate([self.prev, y])
         # Downward zero crossing at absolute index i: y[i-1] >= 0 > y[i].
-        zc = np.flatnonzero((yy[1:-1] >= 0) & (yy[2:] < 0)) + start
+        neg = yy < 0
+        zc = np.flatnonzero(neg[2:] & ~neg[1:-1]) + start
         zc_all = np.concatenate([[self.last_zc_down], zc])
+        out: list[Candidate] = []
+        scan = TriggerScan(yy, zc_all, start)
+        if yy.min() > self.threshold_uv:
+            return out, scan  # no down-state deep enough: the common case in light sleep
         # Trough at i-1 confirmed at i: y[i-2] > y[i-1] <= y[i] and y[i-1] <= threshold.
         mid = yy[1:-1]
         is_min = (yy[:-2] > mid) & (mid <= yy[2:]) & (mid <= self.threshold_uv)
         troughs = np.flatnonzero(is_min) + start - 1
-        out: list[Candidate] = []
         if troughs.size:
             k = np.searchsorted(zc_all, troughs, side="right") - 1
             quarter = troughs - zc_all[k]
@@ -69,9 +74,20 @@ class UpPhaseTrigger:
             ok = (quarter >= lo) & (quarter <= hi)
             for t, q in zip(troughs[ok].tolist(), quarter[ok].tolist(), strict=True):
                 out.append(Candidate(t + 1, t, float(yy[t - start + 2]), t + 2 * q))
-        state = (yy[-2:].copy(), int(zc_all[-1]))
-        return out, state
+        return out, scan
 
-    def commit(self, state: tuple) -> None:
-        """Adopt the state returned by :meth:`peek`."""
+    def commit(self, state: tuple[np.ndarray, int]) -> None:
+        """Adopt a state given by :meth:`TriggerScan.state`."""
         self.prev, self.last_zc_down = state
+
+
+class TriggerScan:
+    """What a peek saw, enough to give the trigger's state after any prefix."""
+
+    def __init__(self, yy: np.ndarray, zc_all: np.ndarray, start: int) -> None:
+        self._yy, self._zc, self._start = yy, zc_all, start
+
+    def state(self, n: int) -> tuple[np.ndarray, int]:
+        """State after the first ``n`` samples of the scanned stretch."""
+        last = np.searchsorted(self._zc, self._start + n, side="left") - 1
+        return self._yy[n : n + 2].copy(), int(self._zc[last])

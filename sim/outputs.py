@@ -46,6 +46,10 @@ def atomic_path(final: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes the file private; outputs get the permissions of any new file.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
@@ -122,7 +126,7 @@ def write_session_fif(result: RunResult, path: Path) -> None:
     scale = np.array([1e-6 if r in MICROVOLT_ROLES else 1.0 for r in result.ch_roles])
     data = result.recorded.astype(np.float64)
     data *= scale[:, np.newaxis]
-    raw = mne.io.RawArray(data, info, copy="none", verbose="error")
+    raw = mne.io.RawArray(data, info, copy="auto", verbose="error")
     ann = session_annotations(result)
     end = result.n_samples / result.sfreq
     ann = [(o, min(d, max(end - o, 0.0)), s) for o, d, s in ann if 0 <= o < end]

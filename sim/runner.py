@@ -178,13 +178,19 @@ class Night:
 
     # -- the simulated core -------------------------------------------------------------------
     def _block_tasks(self, block_end: int) -> simpy.Process:
-        """Acquisition ISR and dsp of the block ending at ``block_end``, on the core."""
+        """Acquisition ISR, then the dsp task it releases, for the block ending at
+        ``block_end``, on the core."""
         self.simulated_blocks.add(block_end)
+        return self.env.process(self._block_work())
+
+    def _block_work(self):
         period = self.block / self.device_rate
         acq = self.app.acquisition_cycles()
-        self.env.process(self.mcu.run("acquisition", PRIO_ACQUISITION, acq, period))
-        return self.env.process(
-            self.mcu.run("dsp", PRIO_DSP, self.app.block_cycles() - acq, period)
+        release = self.env.now
+        yield from self.mcu.run("acquisition", PRIO_ACQUISITION, acq, period)
+        # The dsp task's deadline runs from the block's arrival, not from its own release.
+        yield from self.mcu.run(
+            "dsp", PRIO_DSP, self.app.block_cycles() - acq, period - (self.env.now - release)
         )
 
     def _ticker(self, first_block_end: int, busy: Callable[[], bool]):
@@ -234,10 +240,8 @@ class Night:
         latency = self.interlock.latency(spec.modality)
         onset_t = self.t_of(req.onset_index)
         fire_t = onset_t - latency
-        yield self.env.process(
-            self.mcu.run(
-                "modulation", PRIO_MODULATION, MODULATION_CYCLES, max(fire_t - self.env.now, 0.0)
-            )
+        yield from self.mcu.run(
+            "modulation", PRIO_MODULATION, MODULATION_CYCLES, max(fire_t - self.env.now, 0.0)
         )
         decided = self.env.now
         self.counts["requested"] += 1

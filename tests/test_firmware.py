@@ -74,8 +74,9 @@ def test_trigger_in_pieces_equals_whole(block):
     trig = UpPhaseTrigger(SFREQ, -40)
     pieces = []
     for i in range(0, y.size, block):
-        c, state = trig.peek(y[i : i + block], i)
-        trig.commit(state)
+        piece = y[i : i + block]
+        c, scan = trig.peek(piece, i)
+        trig.commit(scan.state(piece.size))
         pieces.extend(c)
     assert pieces == whole and len(whole) > 20
 

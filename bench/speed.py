@@ -1,0 +1,142 @@
+"""How fast a night simulates, beside YASA's offline staging of a night, in one process.
+
+``python -m bench.speed`` runs, after a short warm-up of each side:
+
+* ``night_s``: an 8-h closed-loop virtual night in-process (EEG, EOG, EMG, ECG and motion
+  at 250 Hz from the sleeper, the ADC model, the firmware's filters, quality check,
+  trigger and stager, the interlock, the MCU model, events);
+* ``yasa_s``: YASA's ``SleepStaging`` of an 8-h 3-channel 100 Hz night (the same virtual
+  night, so the comparison is like for like);
+* ``replay_s``: the same firmware replaying that 8-h 100 Hz night from a FIF file (load,
+  resampling to 250 Hz and the closed loop);
+* ``e2e_s``: ``slumbersync simulate --hours 8`` as a user runs it (start-up, outputs and
+  report included), in a subprocess.
+
+Its last line is one JSON object. Ratios below 1 mean SlumberSync is faster than YASA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger("bench.speed")
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux: the process's high-water mark so far.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def virtual_night_raw(hours: float, seed: int, sfreq: float):
+    """The virtual sleeper's night as an MNE Raw (EEG, EOG, EMG), for YASA and replay."""
+    import mne
+
+    from hal import open_source
+
+    src = open_source(f"sleeper://?seed={seed}&hours={hours:g}", sfreq=sfreq)
+    info = src.info
+    rows = [info.picks("eeg")[0], info.picks("eog")[0], info.picks("emg")[0]]
+    data = np.vstack([src.read(0, info.n_samples)[r] for r in rows])
+    src.close()
+    data = np.nan_to_num(data)
+    names = [info.channels[r].name for r in rows]
+    mne_info = mne.create_info(names, sfreq, ["eeg", "eog", "emg"], verbose="error")
+    return mne.io.RawArray(data, mne_info, verbose="error"), names
+
+
+def time_yasa(raw, names: list[str]) -> float:
+    """Seconds YASA's SleepStaging takes to stage ``raw``."""
+    import yasa
+
+    t0 = time.perf_counter()
+    yasa.SleepStaging(raw, eeg_name=names[0], eog_name=names[1], emg_name=names[2]).predict()
+    return time.perf_counter() - t0
+
+
+def time_night(source: str, seed: int) -> tuple[float, dict]:
+    """Seconds for one closed-loop night in-process, and its summary."""
+    from sim.runner import RunConfig, run_night
+
+    t0 = time.perf_counter()
+    result = run_night(RunConfig(source=source, seed=seed, record=False))
+    return time.perf_counter() - t0, result.summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the JSON line."""
+    parser = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__)
+    parser.add_argument("--hours", type=float, default=8.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-e2e", action="store_true", help="skip the CLI run")
+    parser.add_argument("--no-replay", action="store_true", help="skip the FIF replay")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    import mne
+
+    mne.set_log_level("ERROR")
+
+    # Warm-up: imports, caches and first-call costs of both sides.
+    time_night("sleeper://?hours=0.1", args.seed)
+    warm_raw, warm_names = virtual_night_raw(0.25, args.seed, 100.0)
+    time_yasa(warm_raw, warm_names)
+
+    night_s, summary = time_night(f"sleeper://?hours={args.hours:g}", args.seed)
+    peak_mb = _peak_rss_mb()
+
+    raw, names = virtual_night_raw(args.hours, args.seed, 100.0)
+    yasa_s = time_yasa(raw, names)
+
+    out: dict = {
+        "hours": args.hours,
+        "seed": args.seed,
+        "night_s": round(night_s, 3),
+        "yasa_s": round(yasa_s, 3),
+        "ratio": round(night_s / yasa_s, 4),
+        "x_realtime": round(args.hours * 3600 / night_s),
+        "peak_mb": round(peak_mb, 1),
+        "stimuli_delivered": summary["stimuli"]["delivered"],
+        "cpu_load": round(summary["cpu"]["cpu_load"], 5),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.no_replay:
+            path = Path(tmp) / "night_raw.fif"
+            raw.save(path, fmt="single")
+            replay_s, _ = time_night(str(path), args.seed)
+            out["replay_s"] = round(replay_s, 3)
+            out["replay_ratio"] = round(replay_s / yasa_s, 4)
+        if not args.no_e2e:
+            exe = Path(sys.executable).with_name("slumbersync")
+            cmd = [
+                str(exe),
+                "-q",
+                "simulate",
+                "--hours",
+                f"{args.hours:g}",
+                "--seed",
+                str(args.seed),
+                "--out",
+                str(Path(tmp) / "e2e"),
+            ]
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            out["e2e_s"] = round(time.perf_counter() - t0, 3)
+            out["e2e_ratio"] = round(out["e2e_s"] / yasa_s, 4)
+    width = max(len(k) for k in out)
+    for key, value in out.items():
+        print(f"{key:<{width}}  {value}")
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

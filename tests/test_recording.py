@@ -1,0 +1,558 @@
+"""Recorded EEG as a signal source: formats, units, resampling, roles, and every error."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import mne
+import numpy as np
+import pytest
+
+import hal
+from hal import UserInputError
+from hal.backends import protocol_mne_sample, protocol_sleep_physionet
+from hal.recording import RecordingSource, read_raw
+
+DREAMS = Path(__file__).parents[2] / "shared" / "data" / "dreams"
+LOGGER = "hal.recording"
+
+
+# --------------------------------------------------------------------------------------
+# Helpers: small recordings written by MNE itself
+
+
+def make_raw(
+    names: list[str],
+    *,
+    sfreq: float = 100.0,
+    seconds: float = 60.0,
+    types: list[str] | str = "eeg",
+    seed: int = 0,
+    first_samp: int = 0,
+) -> mne.io.RawArray:
+    """A recording of distinct signals per channel: a sine of 5 + row Hz plus noise."""
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * sfreq))
+    t = np.arange(n) / sfreq
+    data = np.vstack(
+        [
+            40e-6 * np.sin(2 * np.pi * (5 + row) * t) + 2e-6 * rng.standard_normal(n)
+            for row in range(len(names))
+        ]
+    )
+    info = mne.create_info(names, sfreq, types)
+    return mne.io.RawArray(data, info, first_samp=first_samp, verbose=False)
+
+
+def write_fif(raw: mne.io.BaseRaw, path: Path) -> Path:
+    raw.save(path, overwrite=True, verbose=False)
+    return path
+
+
+def write_edf(raw: mne.io.BaseRaw, path: Path) -> Path:
+    pytest.importorskip("edfio")
+    mne.export.export_raw(path, raw, fmt="edf", overwrite=True, verbose=False)
+    return path
+
+
+def one_line(err: pytest.ExceptionInfo[UserInputError]) -> str:
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.fixture
+def edf_psg(tmp_path: Path) -> Path:
+    """An EDF as sleep labs write them: every channel typed EEG, roles only in names."""
+    raw = make_raw(["Fpz-Cz", "C3-A2", "E1-M2", "E2-M1", "Chin1-Chin2", "ECG II", "Resp"])
+    return write_edf(raw, tmp_path / "psg.edf")
+
+
+# --------------------------------------------------------------------------------------
+# Values, units, roles
+
+
+def test_fif_values_round_trip_in_volts(tmp_path: Path) -> None:
+    raw = make_raw(["C3", "EOG L"], sfreq=250.0, types=["eeg", "eog"])
+    path = write_fif(raw, tmp_path / "night_raw.fif")
+    with RecordingSource.from_path(path) as src:
+        assert src.info.sfreq == 250.0
+        assert src.info.n_samples == raw.n_times
+        assert src.info.description == str(path)
+        assert [(c.name, c.role) for c in src.info.channels] == [("C3", "eeg"), ("EOG L", "eog")]
+        # FIF stores float32 by default: equal to single precision.
+        np.testing.assert_allclose(src.read(0, raw.n_times), raw.get_data(), rtol=1e-6, atol=1e-15)
+        assert src.read(100, 108).dtype == np.float64
+
+
+def test_edf_roles_by_name_and_values_in_volts(edf_psg: Path) -> None:
+    src = hal.open_source(str(edf_psg), sfreq=100.0)
+    assert [(c.name, c.role) for c in src.info.channels] == [
+        ("Fpz-Cz", "eeg"),
+        ("E1-M2", "eog"),
+        ("Chin1-Chin2", "emg"),
+        ("ECG II", "ecg"),
+    ]
+    expected = make_raw(["Fpz-Cz", "C3-A2", "E1-M2", "E2-M1", "Chin1-Chin2", "ECG II", "Resp"])
+    want = expected.get_data(picks=["Fpz-Cz", "E1-M2", "Chin1-Chin2", "ECG II"])
+    # EDF stores 16-bit integers over the physical range: a few nanovolts of quantisation.
+    np.testing.assert_allclose(src.read(0, want.shape[1]), want, rtol=0, atol=1e-8)
+
+
+def test_uppercase_edf_unit_is_read_as_microvolts(tmp_path: Path) -> None:
+    raw = make_raw(["C3-A2", "EOG"])
+    path = write_edf(raw, tmp_path / "upper.edf")
+    # Rewrite the header's physical dimension "uV" as "UV", as the DREAMS recorder does;
+    # MNE alone would then return microvolt numbers labelled as volts.
+    blob = bytearray(path.read_bytes())
+    n_signals = int(blob[252:256])
+    start = 256 + 96 * n_signals
+    assert blob[start : start + 2] == b"uV"
+    for i in range(n_signals):
+        blob[start + 8 * i : start + 8 * i + 2] = b"UV"
+    path.write_bytes(bytes(blob))
+    src = hal.open_source(str(path), sfreq=100.0)
+    np.testing.assert_allclose(src.read(0, raw.n_times), raw.get_data(), rtol=0, atol=1e-8)
+
+
+def test_auto_pick_skips_non_eeg_names_and_logs_choice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = make_raw(["EOG left", "EMG chin", "SpO2", "Pz-Oz", "Cz"])
+    path = write_fif(raw, tmp_path / "auto_raw.fif")
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    src = RecordingSource.from_path(path)
+    assert src.info.ch_names == ["Pz-Oz", "EOG left", "EMG chin"]
+    assert src.info.picks("eeg") == [0]
+    chosen = [r.getMessage() for r in caplog.records if "no channel given" in r.getMessage()]
+    assert len(chosen) == 1 and "'Pz-Oz'" in chosen[0]
+
+
+def test_mne_channel_types_win_over_names(tmp_path: Path) -> None:
+    raw = make_raw(["C4", "EOG-named-eeg", "HEOG"], types=["eeg", "eeg", "eog"])
+    src = RecordingSource.from_path(write_fif(raw, tmp_path / "types_raw.fif"))
+    assert src.info.channels[1] == hal.ChannelSpec("HEOG", "eog")
+
+
+def test_channel_list_order_forced_and_disabled_roles(edf_psg: Path) -> None:
+    url = edf_psg.as_uri() + "?channel=C3-A2,Fpz-Cz&eog=E2-M1&emg=none"
+    src = hal.open_source(url, sfreq=100.0)
+    assert [(c.name, c.role) for c in src.info.channels] == [
+        ("C3-A2", "eeg"),
+        ("Fpz-Cz", "eeg"),
+        ("E2-M1", "eog"),
+        ("ECG II", "ecg"),
+    ]
+    assert src.info.picks("emg") == []
+
+
+def test_keywords_win_over_query_options(edf_psg: Path) -> None:
+    src = hal.open_source(edf_psg.as_uri() + "?sfreq=200&channel=C3-A2", sfreq=125.0)
+    assert src.info.sfreq == 125.0
+    assert src.info.ch_names[0] == "C3-A2"
+    assert src.info.n_samples == 60 * 125
+
+
+def test_annotations_and_meas_date_survive_edf(tmp_path: Path) -> None:
+    raw = make_raw(["C3-A2"])
+    raw.set_meas_date(1_600_000_000)
+    raw.set_annotations(mne.Annotations([5.0, 12.5], [30.0, 0.0], ["Sleep stage 2", "arousal"]))
+    src = hal.open_source(str(write_edf(raw, tmp_path / "ann.edf")))
+    found = {(a.description, a.onset, a.duration) for a in src.info.annotations}
+    assert ("Sleep stage 2", 5.0, 30.0) in found
+    assert ("arousal", 12.5, 0.0) in found
+    assert src.info.meas_date == pytest.approx(1_600_000_000)
+
+
+def test_annotation_onsets_count_from_first_sample(tmp_path: Path) -> None:
+    # A FIF cropped from a longer recording starts at first_samp != 0: MNE's onsets are
+    # on the acquisition clock, ours from the first sample of the file.
+    raw = make_raw(["C3"], seconds=80.0)
+    raw.set_meas_date(1_600_000_000)
+    raw.set_annotations(mne.Annotations([30.0], [1.0], ["stim"]))
+    raw.crop(tmin=10.0)
+    src = RecordingSource.from_path(write_fif(raw, tmp_path / "cropped_raw.fif"))
+    assert [(a.description, a.onset) for a in src.info.annotations] == [("stim", 20.0)]
+    assert src.info.meas_date == pytest.approx(1_600_000_010)
+
+
+def test_fif_without_mne_file_name_convention_does_not_warn(tmp_path: Path) -> None:
+    # MNE warns about names not ending in raw.fif; filterwarnings=error proves none escapes.
+    src = RecordingSource.from_path(write_fif(make_raw(["C3"]), tmp_path / "night_raw.fif"))
+    renamed = tmp_path / "night.fif"
+    (tmp_path / "night_raw.fif").rename(renamed)
+    assert RecordingSource.from_path(renamed).info.n_samples == src.info.n_samples
+
+
+def test_brainvision_reads(tmp_path: Path) -> None:
+    pybv = pytest.importorskip("pybv")
+    raw = make_raw(["C3", "C4"], sfreq=250.0)
+    pybv.write_brainvision(
+        data=raw.get_data(),
+        sfreq=250.0,
+        ch_names=raw.ch_names,
+        fname_base="night",
+        folder_out=tmp_path,
+        unit="µV",
+    )
+    src = RecordingSource.from_path(tmp_path / "night.vhdr")
+    np.testing.assert_allclose(src.read(0, raw.n_times), raw.get_data()[:1], atol=1e-9)
+
+
+# --------------------------------------------------------------------------------------
+# Resampling and signal checks
+
+
+def test_resampling_to_250_keeps_10hz_sine_amplitude(tmp_path: Path) -> None:
+    sfreq, n = 100.0, 6001  # an odd length: resampling must not derive factors from it
+    t = np.arange(n) / sfreq
+    raw = mne.io.RawArray(
+        (50e-6 * np.sin(2 * np.pi * 10 * t))[None], mne.create_info(["Cz"], sfreq, "eeg")
+    )
+    src = RecordingSource.from_path(write_fif(raw, tmp_path / "sine_raw.fif"))
+    assert src.info.sfreq == 250.0
+    assert src.info.n_samples == 6001 * 5 // 2
+    x = src.read(0, src.info.n_samples)[0, 1000:-1000]  # away from the padded edges
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+    freqs = np.fft.rfftfreq(x.size, 1 / 250.0)
+    assert freqs[np.argmax(spectrum)] == pytest.approx(10.0, abs=0.05)
+    assert np.sqrt(2) * x.std() == pytest.approx(50e-6, rel=0.01)
+    # Sample i is at i / 250 s: the phase is kept, not only the frequency.
+    t250 = np.arange(src.info.n_samples) / 250.0
+    want = 50e-6 * np.sin(2 * np.pi * 10 * t250)[1000:-1000]
+    np.testing.assert_allclose(x, want, atol=0.5e-6)
+
+
+def test_odd_rate_resamples_to_device_rate(tmp_path: Path) -> None:
+    raw = make_raw(["EEG 001"], sfreq=600.614990234375, seconds=40.0)
+    src = RecordingSource.from_path(write_fif(raw, tmp_path / "odd_raw.fif"))
+    assert src.info.sfreq == 250.0
+    assert src.info.n_samples == int(raw.n_times * 250 / raw.info["sfreq"])
+
+
+def test_non_finite_samples_become_nan_and_are_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = make_raw(["C3", "C4"], sfreq=250.0)
+    data = raw.get_data()
+    data[0, 1000:1100] = np.nan
+    data[1, 5000] = np.inf
+    raw = mne.io.RawArray(data, raw.info, verbose=False)
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    src = RecordingSource.from_path(write_fif(raw, tmp_path / "gaps_raw.fif"), channel="C3,C4")
+    x = src.read(0, src.info.n_samples)
+    assert np.isnan(x[0, 1000:1100]).all() and np.isnan(x[1, 5000])
+    assert np.count_nonzero(np.isnan(x)) == 101
+    messages = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
+    assert len(messages) == 1 and "101" in messages[0]
+
+
+def test_nan_gap_survives_resampling(tmp_path: Path) -> None:
+    raw = make_raw(["C3"], sfreq=100.0)
+    data = raw.get_data()
+    data[0, 2000:2100] = np.nan  # 20 s .. 21 s
+    raw = mne.io.RawArray(data, raw.info, verbose=False)
+    x = RecordingSource.from_path(write_fif(raw, tmp_path / "gap_raw.fif")).read(0, 15000)[0]
+    assert np.isnan(x[5000:5248]).all()  # 20 s .. 21 s at 250 Hz
+    assert np.isfinite(x[:4990]).all() and np.isfinite(x[5260:]).all()
+
+
+def test_flat_stretch_is_kept_and_summarised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = make_raw(["C3", "C4"], sfreq=250.0)
+    data = raw.get_data()
+    data[1, 2500:3500] = 1e-3  # 4 s clipped at the rail
+    raw = mne.io.RawArray(data, raw.info, verbose=False)
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    src = RecordingSource.from_path(write_fif(raw, tmp_path / "flat_raw.fif"), channel="C3,C4")
+    clipped = src.read(2500, 3500)[1]  # returned as it is (float32 in the FIF)
+    assert np.ptp(clipped) == 0 and clipped[0] == pytest.approx(1e-3)
+    flat = [r.getMessage() for r in caplog.records if "flat" in r.getMessage()]
+    assert len(flat) == 1
+    assert "C4: 1 (4.0 s)" in flat[0] and "C3:" not in flat[0]
+
+
+# --------------------------------------------------------------------------------------
+# The SignalSource contract
+
+
+def test_read_clips_is_read_only_and_close_is_final(tmp_path: Path) -> None:
+    src = RecordingSource.from_path(write_fif(make_raw(["C3"]), tmp_path / "r_raw.fif"))
+    assert isinstance(src, hal.SignalSource)
+    n = src.info.n_samples
+    assert src.read(n - 4, n + 100).shape == (1, 4)
+    assert src.read(n + 10, n + 20).shape == (1, 0)
+    with pytest.raises(ValueError, match="read-only"):
+        src.read(0, 8)[0, 0] = 1.0
+    with pytest.raises(ValueError, match="invalid read range"):
+        src.read(-1, 8)
+    with src:
+        pass
+    src.close()  # idempotent
+    with pytest.raises(ValueError, match="closed"):
+        src.read(0, 8)
+
+
+# --------------------------------------------------------------------------------------
+# Errors: one line each, naming the file and what to do
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError) as err:
+        hal.open_source(str(tmp_path / "nope.edf"))
+    assert one_line(err) == f"No such recording: {tmp_path / 'nope.edf'}"
+
+
+def test_directory(tmp_path: Path) -> None:
+    (tmp_path / "night.edf").write_bytes(b"")
+    with pytest.raises(UserInputError) as err:
+        hal.open_source(str(tmp_path))
+    assert "is a folder, not a recording" in one_line(err)
+    assert "night.edf" in str(err.value)
+
+
+def test_random_bytes_with_edf_extension(tmp_path: Path) -> None:
+    path = tmp_path / "noise.edf"
+    path.write_bytes(np.random.default_rng(1).bytes(4000))
+    with pytest.raises(UserInputError) as err:
+        hal.open_source(str(path))
+    assert one_line(err).startswith(f"Cannot read {path}: ")
+    assert "Bad EDF file" in str(err.value)
+
+
+def test_random_bytes_fif_keeps_mne_reason(tmp_path: Path) -> None:
+    path = tmp_path / "noise_raw.fif"
+    path.write_bytes(np.random.default_rng(1).bytes(4000))
+    with pytest.raises(UserInputError) as err:
+        hal.open_source(str(path))
+    assert str(path) in one_line(err) and "file id tag" in str(err.value)
+
+
+def test_edf_cut_in_half(edf_psg: Path, tmp_path: Path) -> None:
+    blob = edf_psg.read_bytes()
+    path = tmp_path / "half.edf"
+    path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(UserInputError) as err:
+        hal.open_source(str(path))
+    assert "truncated" in one_line(err) and str(path) in str(err.value)
+
+
+def test_edf_header_only(edf_psg: Path, tmp_path: Path) -> None:
+    path = tmp_path / "header.edf"
+    path.write_bytes(edf_psg.read_bytes()[:300])
+    with pytest.raises(UserInputError) as err:
+        hal.open_source(str(path))
+    assert one_line(err).startswith(f"Cannot read {path}: ")
+
+
+def test_unknown_extension_lists_formats(tmp_path: Path) -> None:
+    path = tmp_path / "night.xyz"
+    path.write_text("not eeg")
+    with pytest.raises(UserInputError) as err:
+        hal.open_source(str(path))
+    message = one_line(err)
+    assert "Unsupported file type .xyz" in message
+    assert all(ext in message for ext in (".edf", ".bdf", ".fif", ".vhdr", ".set"))
+
+
+def test_wrong_channel_lists_and_suggests(edf_psg: Path) -> None:
+    with pytest.raises(UserInputError) as err:
+        hal.open_source(edf_psg.as_uri() + "?channel=C3A2")
+    message = one_line(err)
+    assert "Channel 'C3A2' not found" in message
+    assert "'Fpz-Cz'" in message and "'Resp'" in message
+    assert message.endswith("Did you mean 'C3-A2'?")
+
+
+def test_wrong_aux_channel(edf_psg: Path) -> None:
+    with pytest.raises(UserInputError, match="Channel 'EOG' not found"):
+        hal.open_source(str(edf_psg), eog="EOG")
+
+
+def test_channel_in_two_roles(edf_psg: Path) -> None:
+    with pytest.raises(UserInputError, match="cannot be both eog and eeg"):
+        hal.open_source(str(edf_psg), channel="E1-M2", eog="E1-M2")
+
+
+def test_unknown_query_key(edf_psg: Path) -> None:
+    with pytest.raises(UserInputError) as err:
+        hal.open_source(edf_psg.as_uri() + "?chanel=C3-A2")
+    message = one_line(err)
+    assert "'chanel'" in message and "'channel'" in message and "'min_sfreq'" in message
+
+
+def test_bad_option_value(edf_psg: Path) -> None:
+    with pytest.raises(UserInputError, match="'sfreq' option: expected a number"):
+        hal.open_source(edf_psg.as_uri() + "?sfreq=fast")
+
+
+def test_shorter_than_one_epoch(tmp_path: Path) -> None:
+    path = write_fif(make_raw(["C3"], seconds=20.0), tmp_path / "short_raw.fif")
+    with pytest.raises(UserInputError) as err:
+        hal.open_source(str(path))
+    assert "lasts 20 s, shorter than one 30-s epoch" in one_line(err)
+
+
+def test_rate_below_min_sfreq_and_how_to_allow_it(tmp_path: Path) -> None:
+    path = write_fif(make_raw(["C3"], sfreq=50.0), tmp_path / "slow_raw.fif")
+    with pytest.raises(UserInputError) as err:
+        hal.open_source(str(path))
+    message = one_line(err)
+    assert "sampled at 50 Hz, below min_sfreq=100 Hz" in message
+    assert "min_sfreq=50" in message
+    assert hal.open_source(path.as_uri() + "?min_sfreq=50").info.sfreq == 250.0
+
+
+def test_channel_without_finite_sample(tmp_path: Path) -> None:
+    raw = make_raw(["C3", "EOG"], types=["eeg", "eog"])
+    data = raw.get_data()
+    data[1] = np.nan
+    path = write_fif(mne.io.RawArray(data, raw.info, verbose=False), tmp_path / "dead_raw.fif")
+    with pytest.raises(UserInputError) as err:
+        hal.open_source(str(path))
+    assert "'EOG'" in one_line(err) and "contains no finite sample" in str(err.value)
+    assert hal.open_source(str(path), eog="none").info.ch_names == ["C3"]
+
+
+def test_file_url_with_host(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="absolute path"):
+        hal.open_source("file://night.edf")
+
+
+def test_plain_path_with_space_and_percent(tmp_path: Path) -> None:
+    # hal.open_source percent-encodes a plain path into a file:// URL; it must decode back.
+    path = write_fif(make_raw(["C3"]), tmp_path / "my night 100%_raw.fif")
+    assert hal.open_source(str(path)).info.description == str(path)
+
+
+def test_read_raw_is_lazy(edf_psg: Path) -> None:
+    raw = read_raw(edf_psg)
+    assert not raw.preload and "ECG II" in raw.ch_names
+
+
+# --------------------------------------------------------------------------------------
+# DREAMS (real sleep EEG, read from ../shared when it is there)
+
+
+@pytest.fixture
+def excerpt3() -> Path:
+    path = DREAMS / "excerpt3.edf"
+    if not path.is_file():
+        pytest.skip(f"DREAMS data not found at {DREAMS}")
+    return path
+
+
+def test_dreams_excerpt3_opens_at_50_hz_with_min_sfreq(excerpt3: Path) -> None:
+    with pytest.raises(UserInputError, match="sampled at 50 Hz"):
+        hal.open_source(str(excerpt3), channel="C3-A1")
+    src = hal.open_source(excerpt3.as_uri() + "?channel=C3-A1&min_sfreq=50")
+    assert src.info.ch_names[0] == "C3-A1"
+    assert src.info.picks("eog") and src.info.picks("emg")
+    assert src.info.sfreq == 250.0 and src.info.duration == pytest.approx(1800.0)
+    eeg = src.read(0, src.info.n_samples)[0]
+    # Real sleep EEG in volts: tens of microvolts (the header's "UV" is honoured).
+    assert 2e-6 < np.nanstd(eeg) < 200e-6
+
+
+# --------------------------------------------------------------------------------------
+# sleep-physionet:// and mne-sample:// (never the network in tests)
+
+
+def test_physionet_offline_error_is_fast_and_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PHYSIONET_SLEEP_PATH", str(tmp_path))
+    monkeypatch.setattr(protocol_sleep_physionet, "_unreachable", lambda url, timeout: "offline")
+    start = time.monotonic()
+    with pytest.raises(UserInputError) as err:
+        hal.open_source("sleep-physionet://0/1")
+    assert time.monotonic() - start < 5
+    message = one_line(err)
+    assert "SC4001E0-PSG.edf" in message and str(tmp_path) in message
+    assert "fetch_data(subjects=[0], recording=[1])" in message
+    assert "pass the PSG file's path instead" in message
+
+
+def test_physionet_probe_fails_fast_without_a_server() -> None:
+    start = time.monotonic()
+    reason = protocol_sleep_physionet._unreachable("http://127.0.0.1:9/", 2.0)
+    assert reason is not None
+    assert time.monotonic() - start < 4
+
+
+def test_physionet_bad_subject() -> None:
+    with pytest.raises(UserInputError, match="no subject 39 night 1"):
+        hal.open_source("sleep-physionet://39/1")
+    with pytest.raises(UserInputError, match="SUBJECT/NIGHT"):
+        hal.open_source("sleep-physionet://zero/1")
+
+
+def test_physionet_local_files_with_hypnogram(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "physionet-sleep-data"
+    folder.mkdir()
+    write_edf(
+        make_raw(["EEG Fpz-Cz", "EEG Pz-Oz", "EOG horizontal", "EMG submental"]),
+        folder / "SC4001E0-PSG.edf",
+    )
+    hyp = make_raw(["dummy"])
+    hyp.set_annotations(mne.Annotations([0.0, 30.0], [30.0, 30.0], ["Sleep stage W", "N1"]))
+    write_edf(hyp, folder / "SC4001EC-Hypnogram.edf")
+    monkeypatch.setenv("PHYSIONET_SLEEP_PATH", str(tmp_path))
+
+    def no_network(url: str, timeout: float) -> str:
+        raise AssertionError("files are local: the network must not be probed")
+
+    monkeypatch.setattr(protocol_sleep_physionet, "_unreachable", no_network)
+    src = hal.open_source("sleep-physionet://0/1", sfreq=100.0)
+    assert src.info.ch_names == ["EEG Fpz-Cz", "EOG horizontal", "EMG submental"]
+    assert ("Sleep stage W", 0.0) in {(a.description, a.onset) for a in src.info.annotations}
+    assert src.info.description == str(folder / "SC4001E0-PSG.edf")
+
+
+def test_mne_sample_absent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MNE_DATASETS_SAMPLE_PATH", str(tmp_path))
+    with pytest.raises(UserInputError) as err:
+        hal.open_source("mne-sample://")
+    message = one_line(err)
+    assert "sample data set is not in" in message and "mne.datasets.sample.data_path()" in message
+
+
+def test_mne_sample_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "MNE-sample-data" / protocol_mne_sample.RAW_FILE.parent
+    folder.mkdir(parents=True)
+    raw = make_raw(
+        ["MEG 0113", "EEG 001", "EEG 002", "EEG 003", "EOG 061", "STI 014"],
+        sfreq=600.614990234375,
+        seconds=35.0,
+        types=["grad", "eeg", "eeg", "eeg", "eog", "stim"],
+    )
+    raw.info["bads"] = ["EEG 002"]
+    write_fif(raw, folder / protocol_mne_sample.RAW_FILE.name)
+    monkeypatch.setenv("MNE_DATASETS_SAMPLE_PATH", str(tmp_path))
+    src = hal.open_source("mne-sample://")
+    assert [(c.name, c.role) for c in src.info.channels] == [
+        ("EEG 001", "eeg"),
+        ("EEG 003", "eeg"),
+        ("EOG 061", "eog"),
+    ]
+    assert src.info.sfreq == 250.0
+
+
+# --------------------------------------------------------------------------------------
+# Speed (run with -m slow)
+
+
+@pytest.mark.slow
+def test_eight_hour_night_loads_in_seconds(tmp_path: Path) -> None:
+    raw = make_raw(["C3-A2", "E1-M2", "Chin1-Chin2"], seconds=8 * 3600.0)
+    path = write_fif(raw, tmp_path / "night8h_raw.fif")
+    start = time.perf_counter()
+    src = RecordingSource.from_path(path)
+    elapsed = time.perf_counter() - start
+    assert src.info.n_samples == 8 * 3600 * 250
+    assert elapsed < 30.0, f"loading and resampling 8 h took {elapsed:.1f} s"
