@@ -14,7 +14,9 @@ import numpy as np
 from hal.adc import FLAG_CLIPPED, FLAG_LEAD_OFF
 
 MAX_ABS_UV = 500.0
-FLAT_PTP_UV = 0.5
+#: Above the front-end's noise floor (0.5 µV RMS gives ~3 µV peak to peak over a second),
+#: below any scalp EEG (a second of it spans tens of µV in every stage).
+FLAT_PTP_UV = 8.0
 FLAT_WINDOW_S = 1.0
 
 #: Cause codes, as written in events.jsonl.

@@ -1,0 +1,183 @@
+"""The command line and the run outputs, on recordings the tests make."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import mne
+import numpy as np
+import pytest
+from conftest import slow_wave_eeg
+
+from sim.cli import build_parser, main
+
+SFREQ = 250.0
+
+
+def make_fif(path, seconds=300.0, sfreq=SFREQ, mutate=None, names=("C3-A1", "EOG1", "Chin")):
+    eeg = slow_wave_eeg(seconds, sfreq, seed=4)
+    rng = np.random.default_rng(5)
+    data = np.vstack([eeg, 0.3 * eeg, 5e-6 * rng.standard_normal(eeg.size)])[: len(names)]
+    if mutate is not None:
+        mutate(data)
+    info = mne.create_info(list(names), sfreq, ["eeg", "eog", "emg"][: len(names)])
+    raw = mne.io.RawArray(data, info, verbose="error")
+    raw.set_annotations(mne.Annotations([12.0], [3.0], ["lights off"]))
+    raw.save(path, overwrite=True, verbose="error")
+    return path
+
+
+def run_cli(capsys, *args):
+    code = main(["-q", "simulate", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def read_events(out_dir):
+    return [json.loads(line) for line in (out_dir / "events.jsonl").read_text().splitlines()]
+
+
+def test_recording_run_writes_every_output(tmp_path, capsys):
+    rec = make_fif(tmp_path / "night_raw.fif")
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, "--recording", rec, "--channel", "C3-A1", "--out", out)
+    assert code == 0
+    assert "stimuli" in stdout and "x real time" in stdout
+    events = read_events(out)
+    times = [e["t"] for e in events]
+    assert times == sorted(times)
+    kinds = {e["kind"] for e in events}
+    assert {"stim", "stage"} <= kinds
+    stims = [e for e in events if e["kind"] == "stim"]
+    assert all(isinstance(e["delivered"], bool) and e["reason"] for e in stims)
+    assert any(e["delivered"] for e in stims)
+    hyp = (out / "hypnogram.csv").read_text().splitlines()
+    assert hyp[0] == "epoch_start_s,stage" and len(hyp) == 1 + 10
+    assert [float(r.split(",")[0]) for r in hyp[1:]] == [30.0 * k for k in range(10)]
+    assert {r.split(",")[1] for r in hyp[1:]} <= {"W", "N1", "N2", "N3", "R"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stimuli"]["delivered"] == sum(e["delivered"] for e in stims)
+    assert summary["epochs"] == 10 and 0 < summary["cpu"]["cpu_load"] < 1
+    assert math.isclose(summary["duration_s"], 300.0, abs_tol=0.1)
+    raw = mne.io.read_raw_fif(out / "session.fif", verbose="error")
+    assert raw.info["sfreq"] == SFREQ and raw.ch_names == ["C3-A1", "EOG1", "Chin"]
+    desc = list(raw.annotations.description)
+    assert "lights off" in desc  # the recording's annotations are kept
+    assert sum(d.startswith("Sleep stage ") for d in desc) == 10
+    assert sum(d == "stim/audio/delivered" for d in desc) == summary["stimuli"]["delivered"]
+    # Volts in the file, as the firmware saw them (the ADC adds < 1 µV of noise).
+    original = mne.io.read_raw_fif(rec, verbose="error").get_data()[0]
+    n = min(original.size, raw.n_times)
+    assert np.sqrt(np.mean((raw.get_data()[0, :n] - original[:n]) ** 2)) < 1e-6
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sham_logs_every_decision_and_plays_nothing(tmp_path, capsys):
+    rec = make_fif(tmp_path / "night_raw.fif")
+    code, _, _ = run_cli(capsys, "--recording", rec, "--program", "sham", "--out", tmp_path / "s")
+    assert code == 0
+    stims = [e for e in read_events(tmp_path / "s") if e["kind"] == "stim"]
+    assert stims and all(not e["delivered"] and e["reason"] == "sham" for e in stims)
+
+
+def test_default_channel_is_the_first_eeg_and_logged(tmp_path, capsys, caplog):
+    rec = make_fif(tmp_path / "night_raw.fif")
+    with caplog.at_level("INFO"):
+        code = main(["simulate", "--recording", str(rec), "--out", str(tmp_path / "o")])
+    assert code == 0
+    assert any("C3-A1" in r.getMessage() for r in caplog.records)
+
+
+def _nan_stretch(data):
+    data[0, int(100 * SFREQ) : int(130 * SFREQ)] = np.nan
+
+
+def _flat_stretch(data):
+    data[0, int(100 * SFREQ) : int(130 * SFREQ)] = 12e-6
+
+
+def _clipped_stretch(data):
+    data[0, int(100 * SFREQ) : int(130 * SFREQ)] = 0.25  # beyond the ±187.5 mV input range
+
+
+@pytest.mark.parametrize(
+    ("mutate", "cause"),
+    [(_nan_stretch, "lead_off"), (_flat_stretch, "flat"), (_clipped_stretch, "clipped")],
+)
+def test_bad_signal_is_marked_and_stimulation_withheld(tmp_path, capsys, mutate, cause):
+    rec = make_fif(tmp_path / "bad_raw.fif", mutate=mutate)
+    code, _, _ = run_cli(capsys, "--recording", rec, "--out", tmp_path / "o")
+    assert code == 0  # the run goes on
+    events = read_events(tmp_path / "o")
+    bad = [e for e in events if e.get("event") == "bad_signal"]
+    assert any(e["cause"] == cause and e["t"] <= 101 and e["t"] + e["duration"] >= 129 for e in bad)
+    delivered = [e["t"] for e in events if e["kind"] == "stim" and e["delivered"]]
+    assert delivered and not any(100 <= t < 135 for t in delivered)
+    raw = mne.io.read_raw_fif(tmp_path / "o" / "session.fif", verbose="error")
+    assert any(d.startswith("BAD_signal") for d in raw.annotations.description)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--recording", "{tmp}/missing.edf"], "No such recording"),
+        (["--recording", "{tmp}/notes.xyz"], "Unsupported file type .xyz"),
+        (["--recording", "{tmp}/junk.edf"], "junk.edf"),
+        (["--recording", "{rec}", "--channel", "C3-A2"], "C3-A1"),
+        (["--recording", "{short}"], "30"),
+        (["--recording", "{slow}"], "100"),
+        (["--recording", "{rec}", "--program", "clsa"], "Did you mean 'clas'"),
+        (["--recording", "nosuch://x"], "source scheme"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, args, message):
+    (tmp_path / "notes.xyz").write_text("hello")
+    (tmp_path / "junk.edf").write_bytes(np.random.default_rng(0).bytes(3000))
+    paths = {
+        "tmp": tmp_path,
+        "rec": make_fif(tmp_path / "ok_raw.fif", seconds=120),
+        "short": make_fif(tmp_path / "short_raw.fif", seconds=20),
+        "slow": make_fif(tmp_path / "slow_raw.fif", seconds=120, sfreq=64.0),
+    }
+    argv = [a.format(**paths) for a in args]
+    code, _, err = run_cli(capsys, *argv, "--out", tmp_path / "o")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("slumbersync: error:"), err
+    assert message in lines[0]
+    assert "Traceback" not in err
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_low_rate_recording_runs_when_allowed(tmp_path, capsys):
+    rec = make_fif(tmp_path / "slow_raw.fif", seconds=120, sfreq=64.0)
+    code, _, _ = run_cli(capsys, "--recording", rec, "--min-sfreq", "50", "--out", tmp_path / "o")
+    assert code == 0
+
+
+def test_a_failed_write_leaves_no_half_written_file(tmp_path, capsys, monkeypatch):
+    import sim.report
+
+    def broken(result, path):
+        with open(path, "wb") as fh:
+            fh.write(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sim.report, "draw_report", broken)
+    rec = make_fif(tmp_path / "night_raw.fif", seconds=120)
+    with pytest.raises(OSError, match="disk full"):
+        main(["-q", "simulate", "--recording", str(rec), "--out", str(tmp_path / "o")])
+    names = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert "report.png" not in names and "summary.json" not in names
+    assert not [n for n in names if n.startswith(".")]  # temporary files cleaned up
+
+
+def test_help_is_complete():
+    parser = build_parser()
+    text = parser.format_help()
+    assert "simulate" in text
+    sub = parser._subparsers._group_actions[0].choices["simulate"].format_help()
+    for option in ("--hours", "--seed", "--recording", "--channel", "--program", "--out"):
+        assert option in sub
+    assert main([]) == 2
