@@ -38,7 +38,10 @@ def _peak_rss_mb() -> float:
 
 
 def virtual_night_raw(hours: float, seed: int, sfreq: float):
-    """The virtual sleeper's night as an MNE Raw (EEG, EOG, EMG), for YASA and replay."""
+    """The virtual sleeper's night as an MNE Raw (EEG, EOG, EMG), for YASA and replay.
+
+    Returns the Raw, its channel names and the generating hypnogram (one stage per epoch).
+    """
     import mne
 
     from hal import open_source
@@ -46,21 +49,23 @@ def virtual_night_raw(hours: float, seed: int, sfreq: float):
     src = open_source(f"sleeper://?seed={seed}&hours={hours:g}", sfreq=sfreq)
     info = src.info
     rows = [info.picks("eeg")[0], info.picks("eog")[0], info.picks("emg")[0]]
-    data = np.vstack([src.read(0, info.n_samples)[r] for r in rows])
+    data = src.read(0, info.n_samples)[rows]
+    truth = list(src.hypnogram)
     src.close()
     data = np.nan_to_num(data)
     names = [info.channels[r].name for r in rows]
     mne_info = mne.create_info(names, sfreq, ["eeg", "eog", "emg"], verbose="error")
-    return mne.io.RawArray(data, mne_info, verbose="error"), names
+    return mne.io.RawArray(data, mne_info, verbose="error"), names, truth
 
 
-def time_yasa(raw, names: list[str]) -> float:
-    """Seconds YASA's SleepStaging takes to stage ``raw``."""
+def time_yasa(raw, names: list[str]) -> tuple[float, list[str]]:
+    """Seconds YASA's SleepStaging takes to stage ``raw``, and its hypnogram (W N1 N2 N3 R)."""
     import yasa
 
     t0 = time.perf_counter()
-    yasa.SleepStaging(raw, eeg_name=names[0], eog_name=names[1], emg_name=names[2]).predict()
-    return time.perf_counter() - t0
+    pred = yasa.SleepStaging(raw, eeg_name=names[0], eog_name=names[1], emg_name=names[2]).predict()
+    seconds = time.perf_counter() - t0
+    return seconds, [str(s) for s in np.asarray(pred)]
 
 
 def time_night(source: str, seed: int) -> tuple[float, dict]:
@@ -87,14 +92,17 @@ def main(argv: list[str] | None = None) -> int:
 
     # Warm-up: imports, caches and first-call costs of both sides.
     time_night("sleeper://?hours=0.1", args.seed)
-    warm_raw, warm_names = virtual_night_raw(0.25, args.seed, 100.0)
+    warm_raw, warm_names, _ = virtual_night_raw(0.25, args.seed, 100.0)
     time_yasa(warm_raw, warm_names)
 
     night_s, summary = time_night(f"sleeper://?hours={args.hours:g}", args.seed)
     peak_mb = _peak_rss_mb()
 
-    raw, names = virtual_night_raw(args.hours, args.seed, 100.0)
-    yasa_s = time_yasa(raw, names)
+    raw, names, truth = virtual_night_raw(args.hours, args.seed, 100.0)
+    yasa_s, yasa_stages = time_yasa(raw, names)
+    n = min(len(truth), len(yasa_stages))
+    # The realism check of the virtual sleeper: an outside stager reads its nights right.
+    yasa_accuracy = float(np.mean(np.array(truth[:n]) == np.array(yasa_stages[:n])))
 
     out: dict = {
         "hours": args.hours,
@@ -104,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": round(night_s / yasa_s, 4),
         "x_realtime": round(args.hours * 3600 / night_s),
         "peak_mb": round(peak_mb, 1),
+        "yasa_accuracy_vs_sleeper": round(yasa_accuracy, 4),
         "stimuli_delivered": summary["stimuli"]["delivered"],
         "cpu_load": round(summary["cpu"]["cpu_load"], 5),
     }

@@ -54,8 +54,9 @@ class McuCore:
         self.core = simpy.PreemptiveResource(env, capacity=1)
         self.tasks: dict[str, TaskStats] = {}
         self.in_flight = 0  # task instances released and not finished
-        #: Called as ``on_deadline_miss(task, response_s, deadline_s)`` when a run is late.
-        self.on_deadline_miss: Callable[[str, float, float], None] | None = None
+        #: Called as ``on_deadline_miss(task, response_s, deadline_s, count)`` when runs are
+        #: late (``count`` > 1 for bulk-accounted runs, reported once).
+        self.on_deadline_miss: Callable[[str, float, float, int], None] | None = None
 
     def _stats(self, task: str, priority: int) -> TaskStats:
         return self.tasks.setdefault(task, TaskStats(priority))
@@ -64,8 +65,19 @@ class McuCore:
         """Busy time of ``cycles`` on this core."""
         return cycles / self.clock_hz
 
-    def account(self, task: str, priority: int, runs: int, cycles_each: float) -> None:
-        """Add ``runs`` uncontended instances of a task without simulating them."""
+    def account(
+        self,
+        task: str,
+        priority: int,
+        runs: int,
+        cycles_each: float,
+        deadline_s: float | None = None,
+    ) -> None:
+        """Add ``runs`` uncontended instances of a task without simulating them.
+
+        If one instance alone takes longer than ``deadline_s``, every one of them misses it:
+        they are counted, and reported once through ``on_deadline_miss``.
+        """
         if runs <= 0:
             return
         st = self._stats(task, priority)
@@ -73,6 +85,10 @@ class McuCore:
         st.runs += runs
         st.busy_s += runs * busy
         st.worst_response_s = max(st.worst_response_s, busy)
+        if deadline_s is not None and busy > deadline_s:
+            st.deadline_misses += runs
+            if self.on_deadline_miss is not None:
+                self.on_deadline_miss(task, busy, deadline_s, runs)
 
     def run(
         self, task: str, priority: int, cycles: float, deadline_s: float | None = None
@@ -84,16 +100,22 @@ class McuCore:
         remaining = self.seconds(cycles)
         try:
             while remaining > 1e-12:
-                with self.core.request(priority=priority, preempt=True) as req:
+                req = self.core.request(priority=priority, preempt=True)
+                began: float | None = None
+                try:
                     yield req
                     began = self.env.now
-                    try:
-                        yield self.env.timeout(remaining)
-                        remaining = 0.0
-                    except simpy.Interrupt:
-                        st.preemptions += 1
+                    yield self.env.timeout(remaining)
+                    remaining = 0.0
+                except simpy.Interrupt:
+                    # Preempted while running, or granted and preempted before it resumed.
+                    st.preemptions += 1
+                    if began is not None:
                         remaining -= self.env.now - began
-                    st.busy_s += self.env.now - began
+                finally:
+                    if began is not None:
+                        st.busy_s += self.env.now - began
+                    self.core.release(req)
         finally:
             self.in_flight -= 1
         response = self.env.now - release
@@ -102,7 +124,7 @@ class McuCore:
         if deadline_s is not None and response > deadline_s:
             st.deadline_misses += 1
             if self.on_deadline_miss is not None:
-                self.on_deadline_miss(task, response, deadline_s)
+                self.on_deadline_miss(task, response, deadline_s, 1)
         return response
 
     def load(self, elapsed_s: float) -> float:

@@ -36,7 +36,7 @@ def test_deadline_misses_are_counted_and_reported():
     env = simpy.Environment()
     mcu = McuCore(env, clock_hz=1e6)
     misses = []
-    mcu.on_deadline_miss = lambda task, r, d: misses.append((task, r, d))
+    mcu.on_deadline_miss = lambda task, r, d, count: misses.append((task, r, d))
     env.process(mcu.run("dsp", 1, 5_000, deadline_s=0.004))
     env.run()
     assert mcu.tasks["dsp"].deadline_misses == 1
