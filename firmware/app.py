@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from firmware import quality, trigger
+from firmware import quality
 from firmware.dsp import CausalFilter
-from firmware.program import Program
+from firmware.phase import Candidate, make_estimator
+from firmware.program import Program, TriggerSpec
+from firmware.trigger import SimpleUpPhase
 from firmware.stager import EpochDecision, SimpleStager
 from hal.base import SourceInfo, UserInputError
 
@@ -36,6 +38,22 @@ ACQ_CYCLES_PER_CHANNEL_SAMPLE = 40
 MODULATION_CYCLES = 3_000
 #: Stimulation is withheld this long after bad signal ends.
 BAD_SIGNAL_HOLDOFF_S = 5.0
+
+
+def make_trigger(spec: TriggerSpec, sfreq: float, block: int):
+    """Build the program's trigger (a phase estimator or the simple trough trigger)."""
+    options = {} if spec.threshold_uv is None else {"threshold_uv": spec.threshold_uv}
+    if spec.kind == "so-upphase":
+        return SimpleUpPhase(sfreq, block, **options)
+    return make_estimator(spec.kind, sfreq=sfreq, block=block, **options)
+
+
+def trigger_cycles_per_block(trig, block: int) -> int:
+    """Declared MCU cost of the trigger per DMA block."""
+    per_block = getattr(trig, "cycles_per_block", None)
+    if per_block is not None:
+        return int(per_block)
+    return int(trig.cycles_per_sample) * block
 
 
 @dataclass(frozen=True)
@@ -100,7 +118,8 @@ class Application:
         self.latency_samples = output_latency_s * self.sfreq
         self.so_filter = CausalFilter((0.5, 2.0), self.sfreq, order=2)
         self.quality = quality.QualityMonitor(self.sfreq, block)
-        self.trigger = trigger.UpPhaseTrigger(self.sfreq, program.trigger.threshold_uv)
+        self.trigger = make_trigger(program.trigger, self.sfreq, block)
+        self._recent_stages: list[str] = []
         self.stager = SimpleStager(
             self.sfreq, has_emg=self.row_emg is not None, has_eog=self.row_eog is not None
         )
@@ -120,10 +139,8 @@ class Application:
         """Cycles of the per-block work (acquisition ISR plus dsp/quality/trigger task)."""
         b = self.block
         acq = ACQ_CYCLES_PER_BLOCK + ACQ_CYCLES_PER_CHANNEL_SAMPLE * self.n_channels * b
-        dsp = (
-            self.so_filter.cycles_per_sample + quality.CYCLES_PER_SAMPLE + trigger.CYCLES_PER_SAMPLE
-        ) * b
-        return acq + dsp
+        dsp = (self.so_filter.cycles_per_sample + quality.CYCLES_PER_SAMPLE) * b
+        return acq + dsp + trigger_cycles_per_block(self.trigger, b)
 
     def acquisition_cycles(self) -> int:
         """Cycles of the acquisition ISR alone."""
@@ -166,7 +183,8 @@ class Application:
         so, so_state = self.so_filter.peek(eeg[np.newaxis])
         so = so[0]
         causes, q_scan = self.quality.peek(eeg, flags[self.row_eeg])
-        cands, t_scan = self.trigger.peek(so, start)
+        t_snapshot = self.trigger.snapshot()
+        cands = self.trigger.scan(eeg, start)
 
         # Bad blocks withhold stimulation from their first sample until the hold-off ends.
         bad_blocks = np.flatnonzero(causes)
@@ -182,10 +200,10 @@ class Application:
         for cand in cands:
             if cand.decision_index - start >= end:
                 break
-            req = self._consider(cand, start, bad_blocks, holdoff)
-            if req is not None:
-                stims.append(req)
-                end = min(end, req.onset_index // self.block * self.block - start)
+            reqs = self._consider(cand, start, bad_blocks, holdoff)
+            if reqs:
+                stims.extend(reqs)
+                end = min(end, reqs[0].onset_index // self.block * self.block - start)
 
         n_blocks = end // self.block
         if end == n:
@@ -193,7 +211,9 @@ class Application:
         else:  # the samples after the cut will be read again: take the state at the cut
             self.so_filter.commit(eeg[np.newaxis, :end])
         self.quality.commit(q_scan.state(n_blocks))
-        self.trigger.commit(t_scan.state(end))
+        if end < n:
+            self.trigger.restore(t_snapshot)
+            self.trigger.scan(eeg[:end], start)
         causes = causes[:n_blocks]
         if causes.any():
             last_bad = start + (np.flatnonzero(causes)[-1] + 1) * self.block
@@ -203,27 +223,40 @@ class Application:
         self.next_index = start + end
         return ChunkResult(end, stims, stages, logs)
 
+    def _gate_open(self) -> bool:
+        gate = self.program.gate
+        recent = self._recent_stages[-gate.stable_epochs :]
+        return len(recent) == gate.stable_epochs and all(s in gate.stages for s in recent)
+
     def _consider(
-        self, cand: trigger.Candidate, start: int, bad_blocks: np.ndarray, holdoff: int
-    ) -> StimRequest | None:
+        self, cand: Candidate, start: int, bad_blocks: np.ndarray, holdoff: int
+    ) -> list[StimRequest]:
         d = cand.decision_index
-        if self.stage not in self.program.gate.stages:
-            return None
+        if not self._gate_open():
+            return []
         if d < self.bad_until:
-            return None
+            return []
         # A bad block earlier in this chunk (or the decision's own block) withholds it too.
         prior = bad_blocks[bad_blocks <= (d - start) // self.block]
         if prior.size and d < start + (prior[-1] + 1) * self.block + holdoff:
-            return None
-        if cand.peak_index - self.last_onset < self.program.trigger.refractory_s * self.sfreq:
-            return None
+            return []
+        if cand.target_index - self.last_onset < self.program.trigger.refractory_s * self.sfreq:
+            return []
         # The timer must still be in the future once the block has been processed.
-        fire = cand.peak_index - self.latency_samples
+        fire = cand.target_index - self.latency_samples
         if fire <= self._end_of_block(d):
-            return None
-        self.last_onset = cand.peak_index
-        reason = "sham" if self.program.sham else "so-upphase"
-        return StimRequest(d, cand.peak_index, reason, {"trough_uv": round(cand.trough_uv, 1)})
+            return []
+        reason = "sham" if self.program.sham else f"so-upphase/{self.program.trigger.kind}"
+        detail = {"amplitude_uv": round(cand.amplitude_uv, 1), "freq_hz": round(cand.freq_hz, 3)}
+        onsets = [cand.target_index]
+        if self.program.trigger.pair:
+            # Ngo's second click: one cycle of the slow oscillation after the first.
+            onsets.append(cand.target_index + round(self.sfreq / cand.freq_hz))
+        self.last_onset = onsets[-1]
+        return [
+            StimRequest(d, onset, reason, {**detail, "click": k + 1} if len(onsets) > 1 else detail)
+            for k, onset in enumerate(onsets)
+        ]
 
     def _log_bad_stretches(self, start: int, causes: np.ndarray) -> list[dict]:
         logs: list[dict] = []
@@ -285,6 +318,7 @@ class Application:
                 bad = self._buf_bad > self.n_epoch // 2
                 dec = self.stager.decide(self._epoch, feats, bad)
                 self.stage = dec.stage
+                self._recent_stages = [*self._recent_stages[-19:], dec.stage]
                 epoch_end = (self._epoch + 1) * self.n_epoch
                 out.append(StageDecision(self._end_of_block(epoch_end - 1), dec))
                 self._epoch += 1

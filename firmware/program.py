@@ -16,7 +16,8 @@ from typing import Any
 
 from hal.base import STAGES, UserInputError, check_option
 
-TRIGGER_KINDS = ("so-upphase",)
+#: Trigger kinds: phase estimators (firmware.phase) and the simple trough trigger.
+TRIGGER_KINDS = ("echt", "pll", "ngo", "so-upphase")
 MODALITIES = ("audio", "light", "haptic")
 
 
@@ -30,18 +31,45 @@ def builtin_programs() -> list[str]:
 
 @dataclass(frozen=True)
 class Gate:
-    """When a program may act: the stages it accepts."""
+    """When a program may act.
+
+    Attributes
+    ----------
+    stages : tuple of str
+        Stages in which it may act (as the online stager decided them).
+    stable_epochs : int
+        How many of the last decided epochs must all be in ``stages`` (Dreem waits for a
+        stretch of stable sleep before it starts).
+    """
 
     stages: tuple[str, ...] = ("N2", "N3")
+    stable_epochs: int = 1
 
 
 @dataclass(frozen=True)
 class TriggerSpec:
-    """How the moment is found."""
+    """How the moment is found.
 
-    kind: str = "so-upphase"
-    threshold_uv: float = -40.0
+    Attributes
+    ----------
+    kind : str
+        ``"echt"`` (endpoint-corrected Hilbert transform), ``"pll"`` (phase-locked loop),
+        ``"ngo"`` (Ngo et al. 2013 threshold + fixed delay) or ``"so-upphase"`` (trough +
+        two quarter periods).
+    threshold_uv : float or None
+        Down-state the trigger needs (µV, negative); ``None``: the estimator's default
+        (-30 µV for echt/pll arming, -80 µV for ngo, -40 µV for so-upphase).
+    refractory_s : float
+        No stimulus within this time after the previous one (after the pair's second
+        click for ``pair``).
+    pair : bool
+        Play Ngo's two-click pair: a second click one predicted cycle after the first.
+    """
+
+    kind: str = "echt"
+    threshold_uv: float | None = None
     refractory_s: float = 2.5
+    pair: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,8 +103,13 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "trigger": dict,
         "stimulus": dict,
     },
-    "gate": {"stages": list},
-    "trigger": {"kind": str, "threshold_uv": (int, float), "refractory_s": (int, float)},
+    "gate": {"stages": list, "stable_epochs": int},
+    "trigger": {
+        "kind": str,
+        "threshold_uv": (int, float),
+        "refractory_s": (int, float),
+        "pair": bool,
+    },
     "stimulus": {
         "modality": str,
         "sound": str,
@@ -145,9 +178,12 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
         )
     for stage in stages:
         check_option(f"gate.stages' in '{source}", stage, STAGES)
+    stable = gate_data.get("stable_epochs", Gate.stable_epochs)
+    _in_range("gate.stable_epochs", stable, 1, 20, source)
     trig = TriggerSpec(**data.get("trigger", {}))
     check_option(f"trigger.kind' in '{source}", trig.kind, TRIGGER_KINDS)
-    _in_range("trigger.threshold_uv", trig.threshold_uv, -300.0, 0.0, source)
+    if trig.threshold_uv is not None:
+        _in_range("trigger.threshold_uv", trig.threshold_uv, -300.0, 0.0, source)
     _in_range("trigger.refractory_s", trig.refractory_s, 0.5, 60.0, source)
     stim = StimulusSpec(**data.get("stimulus", {}))
     check_option(f"stimulus.modality' in '{source}", stim.modality, MODALITIES)
@@ -157,7 +193,7 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
         name=data["name"],
         description=data.get("description", ""),
         sham=data.get("sham", False),
-        gate=Gate(stages=stages),
+        gate=Gate(stages=stages, stable_epochs=stable),
         trigger=trig,
         stimulus=stim,
     )

@@ -91,3 +91,64 @@ class TriggerScan:
         """State after the first ``n`` samples of the scanned stretch."""
         last = np.searchsorted(self._zc, self._start + n, side="left") - 1
         return self._yy[n : n + 2].copy(), int(self._zc[last])
+
+
+class SimpleUpPhase:
+    """The trough trigger behind the estimators' streaming API (``scan``/``snapshot``).
+
+    Takes raw EEG (µV), band-passes it to 0.5-2 Hz itself, and returns
+    :class:`firmware.phase.Candidate` objects like the phase estimators do.
+
+    Parameters
+    ----------
+    sfreq : float
+        Sampling rate in Hz.
+    block : int
+        Samples per DMA block.
+    threshold_uv : float
+        The trough must be at or below this.
+    """
+
+    name = "so-upphase"
+
+    def __init__(self, sfreq: float, block: int, threshold_uv: float = -40.0) -> None:
+        from firmware.dsp import CausalFilter
+
+        self.sfreq = sfreq
+        self.block = block
+        self.filter = CausalFilter((0.5, 2.0), sfreq, order=2)
+        self.trigger = UpPhaseTrigger(sfreq, threshold_uv)
+
+    @property
+    def cycles_per_sample(self) -> int:
+        """Declared MCU cost per sample: the band-pass and the trough test."""
+        return self.filter.cycles_per_sample + CYCLES_PER_SAMPLE
+
+    def scan(self, x_uv: np.ndarray, start: int) -> list:
+        """Process the next samples; return candidates as :mod:`firmware.phase` does."""
+        from firmware.phase import Candidate as PhaseCandidate
+
+        y = self.filter.process(x_uv[np.newaxis])[0]
+        cands, scan = self.trigger.peek(y, start)
+        self.trigger.commit(scan.state(y.size))
+        return [
+            PhaseCandidate(
+                c.decision_index,
+                c.peak_index,
+                c.trough_uv,
+                self.sfreq / (4 * max(1, (c.peak_index - c.trough_index) / 2)),
+                180.0,
+            )
+            for c in cands
+        ]
+
+    def snapshot(self) -> object:
+        """A copy of the full state."""
+        return (self.filter.zi.copy(), self.trigger.prev.copy(), self.trigger.last_zc_down)
+
+    def restore(self, state: object) -> None:
+        """Return to a state taken by :meth:`snapshot`."""
+        zi, prev, last = state  # type: ignore[misc]
+        self.filter.zi = zi.copy()
+        self.trigger.prev = prev.copy()
+        self.trigger.last_zc_down = last

@@ -155,3 +155,30 @@ def test_application_needs_an_eeg_channel():
     src = ArraySource(np.zeros((1, 8000)), SFREQ, [("Chin", "emg")])
     with pytest.raises(UserInputError, match="no EEG channel"):
         Application(load_program("clas"), src.info, 8, 0.015)
+
+
+@pytest.mark.parametrize("program", ["clas", "clas-ngo", "sham"])
+def test_every_builtin_program_decides_identically_in_chunks(program):
+    def run(chunk):
+        eeg = slow_wave_eeg(150, SFREQ, seed=5, amp_uv=110)
+        src = ArraySource(eeg[np.newaxis], SFREQ, [("C4-M1", "eeg")])
+        app = Application(load_program(program), src.info, 8, 0.015)
+        return _drive(app, FrontEnd(src, AdcModel(), seed=0), src.info.n_samples, chunk)
+
+    ref = run(8)
+    assert ref[0], "the program never decided on clean slow waves"
+    assert run(7504) == ref
+
+
+def test_ngo_pair_plays_a_second_click_one_cycle_later():
+    eeg = slow_wave_eeg(150, SFREQ, seed=5, amp_uv=110)
+    src = ArraySource(eeg[np.newaxis], SFREQ, [("C4-M1", "eeg")])
+    app = Application(load_program("clas-ngo"), src.info, 8, 0.015)
+    stims, _ = _drive(app, FrontEnd(src, AdcModel(), seed=0), src.info.n_samples, 7504)
+    assert len(stims) >= 4 and len(stims) % 2 == 0
+    for first, second in zip(stims[::2], stims[1::2], strict=True):
+        assert (first.detail["click"], second.detail["click"]) == (1, 2)
+        gap = (second.onset_index - first.onset_index) / SFREQ
+        assert 0.5 <= gap <= 2.0  # one slow-oscillation cycle
+        # Ngo: 500 ms from the crossing to the first click.
+        assert first.onset_index - first.decision_index == pytest.approx(0.5 * SFREQ, abs=2)

@@ -1,0 +1,318 @@
+"""Phase-targeting accuracy of the causal estimators on real EEG.
+
+Ground truth (DESIGN, "How accuracy is measured"): offline, zero-phase Butterworth order 2,
+0.5-2 Hz (``sosfiltfilt``), Hilbert; 0° = slow-oscillation positive peak. Each estimator
+runs causally over the recording resampled to the device rate (250 Hz); its candidates go
+through an emulation of the application's gating, and the phase of the ground truth is read
+at the delivered onsets at the transducer (``target_index``).
+
+Gating emulated here (the application does it on the device; the estimators do not):
+
+* stage: the 30-s epoch holding the decision is N2 or N3 by the EXPERT hypnogram (an
+  oracle; the device uses its online stager, which is one epoch late and makes errors);
+* bad signal: a DMA block with ``|x| > 500 µV`` withholds stimulation until 5 s after it;
+* refractory: 2.5 s from the previous onset;
+* timing: the timer (onset minus the 15-ms audio latency) must lie after the end of the
+  decision's DMA block, as in ``firmware.app``.
+
+Usage::
+
+    python -m bench.phase --dreams ../shared/data/dreams
+    python -m bench.phase --recording night.edf --channel C3-A1 [--hypnogram FILE]
+
+Prints a table and, as its last line, one JSON object with the metrics per recording and
+pooled, per estimator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from scipy import signal
+
+from firmware.phase import Candidate, make_estimator
+
+FS = 250.0
+BLOCK = 8
+LATENCY_S = 0.015
+REFRACTORY_S = 2.5
+BAD_UV = 500.0
+BAD_HOLDOFF_S = 5.0
+#: DREAMS excerpts: rates from the database README (the text files do not carry them).
+DREAMS_RATES = {"excerpt1": 100.0, "excerpt3": 50.0, "excerpt4": 200.0}
+DREAMS_EXCERPTS = ("excerpt1", "excerpt3", "excerpt4")
+#: R&K codes of the DREAMS hypnograms -> AASM stage names.
+RK_TO_AASM = {5: "W", 4: "R", 3: "N1", 2: "N2", 1: "N3", 0: "N3", -1: "W", -2: "?", -3: "?"}
+SLEEP_GATE = ("N2", "N3")
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+def circular_mean_deg(phases_deg: np.ndarray) -> float:
+    """Circular mean of angles in degrees (NaN when empty), in (-180, 180]."""
+    a = np.radians(np.asarray(phases_deg, dtype=float))
+    if a.size == 0:
+        return float("nan")
+    return float(np.degrees(np.angle(np.exp(1j * a).mean())))
+
+
+def resultant_length(phases_deg: np.ndarray) -> float:
+    """Mean resultant length R in [0, 1] (NaN when empty)."""
+    a = np.radians(np.asarray(phases_deg, dtype=float))
+    if a.size == 0:
+        return float("nan")
+    return float(np.abs(np.exp(1j * a).mean()))
+
+
+def ground_truth_phase(x_uv: np.ndarray, sfreq: float) -> np.ndarray:
+    """Offline zero-phase slow-oscillation phase (degrees, 0 = positive peak)."""
+    sos = signal.butter(2, [0.5, 2.0], "bandpass", fs=sfreq, output="sos")
+    return np.degrees(np.angle(signal.hilbert(signal.sosfiltfilt(sos, x_uv))))
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Recording:
+    """One EEG channel at the device rate with its expert stages."""
+
+    name: str
+    x_uv: np.ndarray
+    stages: np.ndarray  # one AASM stage name per scored segment
+    stage_len_s: float  # length of a scored segment (DREAMS: 5 s)
+
+
+def _resample(x: np.ndarray, sfreq: float) -> np.ndarray:
+    if sfreq == FS:
+        return x
+    frac = Fraction(FS / sfreq).limit_denominator(1000)
+    return signal.resample_poly(x, frac.numerator, frac.denominator)
+
+
+def _read_dreams_txt(path: Path) -> np.ndarray:
+    lines = path.read_text(encoding="utf-8").split("\n")
+    return np.array([float(v) for v in lines[1:] if v.strip()])
+
+
+def _read_hypnogram(path: Path) -> tuple[np.ndarray, float]:
+    text = path.read_text(encoding="utf-8").strip().splitlines()
+    if text[0].startswith("epoch_start_s"):  # our hypnogram.csv (30-s epochs)
+        rows = [line.split(",") for line in text[1:]]
+        starts = np.array([float(r[0]) for r in rows])
+        step = float(np.median(np.diff(starts))) if len(starts) > 1 else 30.0
+        return np.array([r[1].strip() for r in rows]), step
+    codes = [int(v) for v in text[1:]]  # DREAMS: a header line, one R&K code per 5 s
+    return np.array([RK_TO_AASM[c] for c in codes]), 5.0
+
+
+def load_dreams(folder: Path, name: str) -> Recording:
+    """Load a DREAMS excerpt (text file) resampled to 250 Hz, with its expert stages."""
+    x = _read_dreams_txt(folder / f"{name}.txt")
+    stages, step = _read_hypnogram(folder / f"Hypnogram_{name}.txt")
+    return Recording(name, _resample(x, DREAMS_RATES[name]), stages, step)
+
+
+def load_recording(
+    path: Path, channel: str, hypnogram: Path | None, sfreq: float | None
+) -> Recording:
+    """Load one channel of any recording MNE reads (or a DREAMS text file)."""
+    if path.suffix == ".txt":
+        x = _read_dreams_txt(path)
+        rate = sfreq or DREAMS_RATES.get(path.stem)
+        if rate is None:
+            raise SystemExit(f"{path}: a text recording needs --sfreq.")
+    else:
+        import mne
+
+        raw = mne.io.read_raw(path, preload=False, verbose="error")
+        if channel not in raw.ch_names:
+            raise SystemExit(f"{path}: no channel {channel!r}; channels are {raw.ch_names}.")
+        raw.pick([channel]).load_data(verbose="error")
+        x = raw.get_data(units="uV")[0]
+        rate = raw.info["sfreq"]
+    if hypnogram is None:
+        # No stages: every segment counts as N2/N3 (the stage gate and its metrics are void).
+        step = 30.0
+        stages = np.array(["N2"] * math.ceil(x.size / rate / step))
+    else:
+        stages, step = _read_hypnogram(hypnogram)
+    return Recording(path.stem, _resample(x, rate), stages, step)
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def _epoch_gate(rec: Recording, n: int) -> np.ndarray:
+    """Per-sample bool: the 30-s epoch is N2/N3 by majority of its scored segments."""
+    per_epoch = max(1, round(30.0 / rec.stage_len_s))
+    n_ep = math.ceil(len(rec.stages) / per_epoch)
+    ok = np.zeros(n_ep, dtype=bool)
+    for k in range(n_ep):
+        seg = rec.stages[k * per_epoch : (k + 1) * per_epoch]
+        ok[k] = np.isin(seg, SLEEP_GATE).sum() * 2 > len(seg)
+    idx = np.minimum(np.arange(n) // int(30 * FS), n_ep - 1)
+    return ok[idx]
+
+
+def gate(cands: list[Candidate], x_uv: np.ndarray, sleep_ok: np.ndarray) -> list[Candidate]:
+    """Emulate the application's gating (stage, bad signal, refractory, timer in time)."""
+    n = x_uv.size
+    n_blocks = n // BLOCK
+    bad_block = (np.abs(x_uv[: n_blocks * BLOCK]) > BAD_UV).reshape(n_blocks, BLOCK).any(1)
+    bad_end = (np.flatnonzero(bad_block) + 1) * BLOCK  # first sample after a bad block
+    holdoff = round(BAD_HOLDOFF_S * FS)
+    latency = LATENCY_S * FS
+    out: list[Candidate] = []
+    last = -(10**12)
+    for c in cands:
+        d, t = c.decision_index, c.target_index
+        if t >= n or not sleep_ok[d]:
+            continue
+        j = np.searchsorted(bad_end, d // BLOCK * BLOCK + BLOCK, side="right") - 1
+        if j >= 0 and d < bad_end[j] + holdoff:
+            continue
+        if t - last < REFRACTORY_S * FS:
+            continue
+        if t - latency <= (d // BLOCK + 1) * BLOCK:
+            continue
+        last = t
+        out.append(c)
+    return out
+
+
+def metrics(targets: np.ndarray, truth_deg: np.ndarray, rec: Recording) -> dict:
+    """Phase and rate metrics of delivered onsets (sample indices at 250 Hz)."""
+    seg = np.minimum((targets / FS / rec.stage_len_s).astype(int), len(rec.stages) - 1)
+    in_sleep = np.isin(rec.stages[seg], SLEEP_GATE)
+    minutes = np.isin(rec.stages, SLEEP_GATE).sum() * rec.stage_len_s / 60
+    ph = truth_deg[targets]
+    return {
+        "n": int(targets.size),
+        "mean_deg": round(circular_mean_deg(ph), 1),
+        "R": round(resultant_length(ph), 3),
+        "within_90": round(float(np.mean(np.abs(ph) < 90)), 3) if ph.size else float("nan"),
+        "per_min_n2n3": round(float(in_sleep.sum() / minutes), 2) if minutes else float("nan"),
+        "outside_n2n3": round(float(1 - in_sleep.mean()), 3) if ph.size else float("nan"),
+        "n2n3_min": round(float(minutes), 1),
+    }
+
+
+def run(recordings: list[Recording], estimators: list[str], ngo_threshold: float = -80.0) -> dict:
+    """Run every estimator over every recording; metrics per recording and pooled."""
+    result: dict = {"gate": "expert hypnogram (oracle), 30-s epochs N2/N3", "estimators": {}}
+    pooled: dict[str, list] = {e: [] for e in estimators}
+    for rec in recordings:
+        truth = ground_truth_phase(rec.x_uv, FS)
+        sleep_ok = _epoch_gate(rec, rec.x_uv.size)
+        for name in estimators:
+            kw = {"threshold_uv": ngo_threshold} if name == "ngo" else {}
+            est = make_estimator(name, FS, BLOCK, **kw)
+            t0 = time.perf_counter()
+            cands = est.scan(rec.x_uv, 0)
+            dt = time.perf_counter() - t0
+            kept = gate(cands, rec.x_uv, sleep_ok)
+            targets = np.array([c.target_index for c in kept], dtype=int)
+            m = metrics(targets, truth, rec)
+            m["scan_s_per_hour"] = round(dt / (rec.x_uv.size / FS / 3600), 4)
+            result["estimators"].setdefault(name, {})[rec.name] = m
+            pooled[name].append((truth[targets], targets, rec))
+    for name in estimators:
+        ph = np.concatenate([p for p, _, _ in pooled[name]])
+        n_sleep = sum(
+            int(
+                np.isin(
+                    rec.stages[
+                        np.minimum((t / FS / rec.stage_len_s).astype(int), len(rec.stages) - 1)
+                    ],
+                    SLEEP_GATE,
+                ).sum()
+            )
+            for _, t, rec in pooled[name]
+        )
+        minutes = sum(
+            np.isin(rec.stages, SLEEP_GATE).sum() * rec.stage_len_s / 60
+            for _, _, rec in pooled[name]
+        )
+        result["estimators"][name]["pooled"] = {
+            "n": int(ph.size),
+            "mean_deg": round(circular_mean_deg(ph), 1),
+            "R": round(resultant_length(ph), 3),
+            "within_90": round(float(np.mean(np.abs(ph) < 90)), 3) if ph.size else float("nan"),
+            "per_min_n2n3": round(float(n_sleep / minutes), 2) if minutes else float("nan"),
+            "outside_n2n3": round(float(1 - n_sleep / ph.size), 3) if ph.size else float("nan"),
+            "n2n3_min": round(float(minutes), 1),
+        }
+    return result
+
+
+TARGETS = "targets: |mean| <= 10 deg, R >= 0.80, within +-90 >= 0.95, >= 2/min N2/N3, <= 10% out"
+
+
+def passes(m: dict) -> bool:
+    """Whether one row of metrics meets the issue's targets."""
+    return bool(
+        m["n"] > 0
+        and abs(m["mean_deg"]) <= 10
+        and m["R"] >= 0.80
+        and m["within_90"] >= 0.95
+        and m["per_min_n2n3"] >= 2
+        and m["outside_n2n3"] <= 0.10
+    )
+
+
+def format_table(result: dict) -> str:
+    """The metrics as a fixed-width table, estimators side by side per recording."""
+    head = f"{'recording':<10} {'estimator':<6} {'n':>4} {'mean°':>7} {'R':>6} {'±90°':>6} "
+    head += f"{'/min':>6} {'out':>6} {'ok':>3}"
+    lines = [f"stage gate: {result['gate']}; {TARGETS}", head, "-" * len(head)]
+    names = list(result["estimators"])
+    recs = list(result["estimators"][names[0]])
+    for rec in recs:
+        for name in names:
+            m = result["estimators"][name][rec]
+            lines.append(
+                f"{rec:<10} {name:<6} {m['n']:>4} {m['mean_deg']:>7.1f} {m['R']:>6.3f} "
+                f"{m['within_90']:>6.3f} {m['per_min_n2n3']:>6.2f} {m['outside_n2n3']:>6.3f} "
+                f"{'yes' if passes(m) else 'no':>3}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(prog="python -m bench.phase", description=__doc__.split("\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dreams", type=Path, help="folder of the DREAMS excerpts 1, 3, 4")
+    src.add_argument("--recording", type=Path, help="a recording MNE reads (or DREAMS .txt)")
+    p.add_argument("--channel", help="EEG channel of --recording")
+    p.add_argument("--hypnogram", type=Path, help="DREAMS hypnogram or hypnogram.csv")
+    p.add_argument("--sfreq", type=float, help="rate of a .txt recording")
+    p.add_argument("--estimators", default="echt,pll,ngo")
+    p.add_argument("--ngo-threshold", type=float, default=-80.0)
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    if args.dreams:
+        recs = [load_dreams(args.dreams, name) for name in DREAMS_EXCERPTS]
+    else:
+        if args.channel is None and args.recording.suffix != ".txt":
+            p.error("--recording needs --channel")
+        recs = [load_recording(args.recording, args.channel, args.hypnogram, args.sfreq)]
+    result = run(recs, args.estimators.split(","), args.ngo_threshold)
+    result["wall_s"] = round(time.perf_counter() - t0, 2)
+    print(format_table(result))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
