@@ -24,8 +24,8 @@ from firmware import quality
 from firmware.dsp import CausalFilter
 from firmware.phase import Candidate, make_estimator
 from firmware.program import Program, TriggerSpec
-from firmware.trigger import SimpleUpPhase
 from firmware.stager import EpochDecision, SimpleStager
+from firmware.trigger import SimpleUpPhase
 from hal.base import SourceInfo, UserInputError
 
 logger = logging.getLogger(__name__)
