@@ -39,6 +39,7 @@ import numpy as np
 from scipy import signal
 
 from firmware.phase import Candidate, make_estimator
+from sim import analysis
 
 FS = 250.0
 BLOCK = 8
@@ -57,26 +58,10 @@ SLEEP_GATE = ("N2", "N3")
 # --- metrics ------------------------------------------------------------------------------
 
 
-def circular_mean_deg(phases_deg: np.ndarray) -> float:
-    """Circular mean of angles in degrees (NaN when empty), in (-180, 180]."""
-    a = np.radians(np.asarray(phases_deg, dtype=float))
-    if a.size == 0:
-        return float("nan")
-    return float(np.degrees(np.angle(np.exp(1j * a).mean())))
-
-
-def resultant_length(phases_deg: np.ndarray) -> float:
-    """Mean resultant length R in [0, 1] (NaN when empty)."""
-    a = np.radians(np.asarray(phases_deg, dtype=float))
-    if a.size == 0:
-        return float("nan")
-    return float(np.abs(np.exp(1j * a).mean()))
-
-
-def ground_truth_phase(x_uv: np.ndarray, sfreq: float) -> np.ndarray:
-    """Offline zero-phase slow-oscillation phase (degrees, 0 = positive peak)."""
-    sos = signal.butter(2, [0.5, 2.0], "bandpass", fs=sfreq, output="sos")
-    return np.degrees(np.angle(signal.hilbert(signal.sosfiltfilt(sos, x_uv))))
+# The referee's definitions live in sim.analysis (the run summary and report use them too).
+circular_mean_deg = analysis.circular_mean_deg
+resultant_length = analysis.resultant_length
+ground_truth_phase = analysis.ground_truth_phase
 
 
 # --- data ---------------------------------------------------------------------------------

@@ -172,6 +172,10 @@ def write_outputs(result: RunResult, out_dir: str | Path, report: bool = True) -
 
         with atomic_path(out / "report.png") as tmp:
             draw_report(result, tmp)
+    if "analysis" not in result.summary:
+        from sim.analysis import night_analysis
+
+        result.summary["analysis"] = night_analysis(result)
     # summary.json last: its presence says the run's outputs are complete.
     write_summary(result, out / "summary.json")
     logger.info("outputs written to %s", out)

@@ -1,0 +1,124 @@
+"""Offline analysis of a night: the ground truth the firmware is judged against.
+
+Phase (DESIGN, "How accuracy is measured"): offline, zero-phase Butterworth order 2,
+0.5-2 Hz (``sosfiltfilt``), Hilbert; 0° is the slow oscillation's positive peak. These use
+the whole night and the future, which the firmware never may; that is why they are the
+referee and live in ``sim``, not in ``firmware``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import signal
+
+#: Stimulus-locked windows, seconds around the onset.
+EVOKED_TMIN, EVOKED_TMAX = -1.0, 3.0
+
+
+def ground_truth_phase(x_uv: np.ndarray, sfreq: float) -> np.ndarray:
+    """Offline slow-oscillation phase in degrees (0° = positive peak) of every sample."""
+    sos = signal.butter(2, [0.5, 2.0], "bandpass", fs=sfreq, output="sos")
+    analytic = signal.hilbert(signal.sosfiltfilt(sos, x_uv))
+    return np.degrees(np.angle(analytic))
+
+
+def circular_mean_deg(phases_deg: np.ndarray) -> float:
+    """Circular mean in degrees, in (-180, 180]; NaN when empty."""
+    if len(phases_deg) == 0:
+        return float("nan")
+    z = np.mean(np.exp(1j * np.radians(phases_deg)))
+    return float(np.degrees(np.angle(z)))
+
+
+def resultant_length(phases_deg: np.ndarray) -> float:
+    """Mean resultant length R in [0, 1] (1 = every phase identical); NaN when empty."""
+    if len(phases_deg) == 0:
+        return float("nan")
+    return float(np.abs(np.mean(np.exp(1j * np.radians(phases_deg)))))
+
+
+def phase_metrics(phases_deg: np.ndarray) -> dict[str, float]:
+    """Circular mean error (target 0°), R and the share within ±90° of the up-phase."""
+    phases = np.asarray(phases_deg, dtype=float)
+    return {
+        "n": int(phases.size),
+        "mean_error_deg": circular_mean_deg(phases),
+        "resultant_length": resultant_length(phases),
+        "within_90": float(np.mean(np.abs(phases) <= 90)) if phases.size else float("nan"),
+    }
+
+
+def evoked(
+    x: np.ndarray,
+    sfreq: float,
+    onsets: np.ndarray,
+    tmin: float = EVOKED_TMIN,
+    tmax: float = EVOKED_TMAX,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stimulus-locked average of ``x`` (one channel) over the onsets that fit the window.
+
+    Returns
+    -------
+    times : ndarray
+        Seconds relative to the onset.
+    mean : ndarray
+        Average across onsets (NaN when no onset fits).
+    """
+    lo, hi = round(tmin * sfreq), round(tmax * sfreq)
+    times = np.arange(lo, hi) / sfreq
+    ok = [int(o) for o in onsets if o + lo >= 0 and o + hi <= x.size]
+    if not ok:
+        return times, np.full(times.size, np.nan)
+    idx = np.asarray(ok)[:, np.newaxis] + np.arange(lo, hi)
+    return times, np.nanmean(x[idx], axis=0)
+
+
+def sigma_envelope(x_uv: np.ndarray, sfreq: float) -> np.ndarray:
+    """Offline spindle-band (11-16 Hz) amplitude envelope, for the evoked spindle."""
+    sos = signal.butter(4, [11.0, 16.0], "bandpass", fs=sfreq, output="sos")
+    return np.abs(signal.hilbert(signal.sosfiltfilt(sos, x_uv)))
+
+
+def _stage_at(hypnogram: list[str] | None, t: float, epoch_s: float = 30.0) -> str | None:
+    if not hypnogram:
+        return None
+    k = int(t // epoch_s)
+    return hypnogram[k] if 0 <= k < len(hypnogram) else None
+
+
+def night_analysis(result) -> dict:
+    """Offline figures of a night for summary.json: phase accuracy and stimuli per stage.
+
+    Phases are read from the primary EEG channel the firmware saw, at the onset of every
+    stimulus delivered (and, for a sham program, of every stimulus it would have played).
+    Stages come from the sleeper's own hypnogram when the source is the virtual sleeper,
+    else from the online stager.
+    """
+    stims = [e for e in result.events if e["kind"] == "stim"]
+    played = [e for e in stims if e["delivered"]]
+    sham = [e for e in stims if e.get("reason") == "sham"]
+    truth = result.true_hypnogram
+    online = [s for _, s in sorted(result.hypnogram)]
+    reference = truth or online
+    out: dict = {"stage_reference": "sleeper" if truth else "online stager"}
+    per_stage = {s: 0 for s in ("W", "N1", "N2", "N3", "R")}
+    for e in played:
+        stage = _stage_at(reference, e["t"])
+        if stage is not None:
+            per_stage[stage] += 1
+    out["delivered_per_stage"] = per_stage
+    n2n3_min = sum(s in ("N2", "N3") for s in reference) * 0.5
+    out["delivered_per_min_n2_n3"] = len(played) / n2n3_min if n2n3_min else 0.0
+    out["share_outside_n2_n3"] = (
+        1 - (per_stage["N2"] + per_stage["N3"]) / len(played) if played else 0.0
+    )
+    if result.recorded is not None:
+        eeg_row = result.ch_roles.index("eeg")
+        x = result.recorded[eeg_row].astype(np.float64)
+        truth_phase = ground_truth_phase(x, result.sfreq)
+        for name, group in (("phase_delivered", played), ("phase_sham", sham)):
+            idx = [round(e["t"] * result.sfreq) for e in group]
+            idx = [i for i in idx if 0 <= i < x.size]
+            if idx:
+                out[name] = phase_metrics(truth_phase[idx])
+    return out
