@@ -1,0 +1,1433 @@
+"""The virtual sleeper: a seeded, streaming generator of a night of headband signals.
+
+A :class:`VirtualSleeper` is a :class:`hal.base.SignalSource` (it delivers samples) and a
+:class:`hal.base.WorldHook` (it hears stimuli and reports ground truth). It is a
+*person generator*: the seed draws a person (alpha frequency, spindle frequency and
+density, slow-oscillation amplitude, heart rate, muscle tone...) and a night (hypnogram,
+arousals, artifacts), then the signals are synthesised on demand, 30-s tile by 30-s tile.
+
+Model
+-----
+Background EEG is Gaussian noise with a per-stage power spectrum: an aperiodic 1/f^chi
+component (steeper in deep sleep; Gao et al. 2017, NeuroImage 158:70; Lendner et al. 2020,
+eLife 9:e55092) plus the stage rhythms — posterior alpha in relaxed wake, theta in N1 and
+REM, delta in N3. The spectra are corrected so that YASA's relative band powers per stage
+(0.4-1, 1-4, 4-8, 8-12, 12-16, 16-30 Hz) sit where they sit in real PSG (C4-M1, healthy
+adults; values checked against the DREAMS excerpts and the spectra in Iber et al., AASM
+manual, and Brunner et al. 1996, Sleep 19:111 for the stage-to-stage differences).
+Transients are drawn as events with templates and physiological ranges (AASM manual v2.6
+definitions): vertex waves in N1, spindles (11-16 Hz, 0.5-2 s, waxing-waning; density 2-6
+per min, De Gennaro & Ferrara 2003, Sleep Med Rev 7:423) and K-complexes in N2, slow
+oscillations (0.5-1.25 Hz, 100-250 uV peak-to-peak at C4, frontal predominance; Massimini
+et al. 2004, J Neurosci 24:6862) with spindles nested in their up-state (Staresina et al.
+2015, Nat Neurosci 18:1679) in N3, sawtooth waves and rapid eye movements in REM. Chin EMG
+tone falls from wake to NREM and is lowest in REM (atonia) with phasic twitches. Heart
+rate falls and becomes regular in N3 and is variable in REM (Trinder et al. 2001, J Sleep
+Res 10:253), with respiratory sinus arrhythmia. The accelerometer reads magnitude minus
+1 g: ~0 at rest, movement in wake, at arousals and with motion artifacts.
+
+Around that sit the planned events (all O(epochs), drawn from the seed): spontaneous
+arousals (3-12 s of alpha/beta, damped sleep EEG, chin EMG burst, movement; about 5 per
+hour of sleep, fewest in N3), rare nightmare episodes in late REM (heart rate +18 bpm,
+more chin EMG and twitches, one to three arousal attempts) and, with ``artifacts=True``,
+about one artifact per hour (electrode pop, motion, 50 Hz line noise, saturation beyond
+the ADC range, lead-off as NaN). Each is a world event.
+
+Realism is checked by YASA's pre-trained stager (``bench/realism.py``): on 8-h nights it
+agrees with the generating hypnogram on >90 % of epochs (N1 is its weak stage, as on real
+PSG).
+
+Streaming
+---------
+Only O(epochs) things are precomputed (hypnogram, arousals, artifacts, per-epoch heart
+rate). Samples are made per 30-s tile from a generator seeded by
+``SeedSequence([seed, stream, tile])``, so any tile can be rebuilt from the seed alone;
+a few tiles are cached, so memory is O(tile) whatever the night's length. Noise is shaped
+in the frequency domain (one inverse FFT per channel group and tile).
+Noise of neighbouring tiles is cross-faded with power-complementary (sin/cos) windows over
+2 s, so variance is kept and there is no step at tile edges; transient events may spill
+into the next tile and are added there. Heart beats come from a continuous phase
+function, so R-R intervals run on across tiles.
+
+Stimuli
+-------
+See :meth:`VirtualSleeper.stimulate` for the response model (Ngo et al. 2013, Neuron
+78:545). Responses are overlays on samples at or after the stimulus onset; the base night
+is unchanged, so a re-read after a stimulus sees the response and a re-read without new
+stimuli is bit-identical.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+import numpy as np
+from scipy.fft import irfft as _irfft
+
+from hal.base import DEFAULT_SFREQ, STAGES, ChannelSpec, SourceInfo, Stimulus, UserInputError
+from sim.hypnogram import EPOCH_S, generate_hypnogram, normalize_stage
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CHANNELS", "Person", "VirtualSleeper"]
+
+#: Channels of the virtual headband, EEG first. Names are data; callers pick by role.
+CHANNELS: tuple[ChannelSpec, ...] = (
+    ChannelSpec("C4-M1", "eeg"),
+    ChannelSpec("Fpz-M2", "eeg"),
+    ChannelSpec("E1-M2", "eog"),
+    ChannelSpec("Chin", "emg"),
+    ChannelSpec("ECG", "ecg"),
+    ChannelSpec("Accel", "accel"),
+)
+_C4, _FPZ, _E1, _CHIN, _ECG, _ACC = range(6)
+#: Row unit of the internal tile buffers -> volts (uV for ExG, mV for ECG, g for Accel).
+_TO_OUT = np.array([1e-6, 1e-6, 1e-6, 1e-6, 1e-3, 1.0])[:, None]
+
+# Seed streams: each kind of randomness has its own SeedSequence branch so that, e.g.,
+# turning artifacts off does not change the hypnogram or the EEG.
+_S_PERSON, _S_HYPNO, _S_PLAN, _S_HEART, _S_TILE, _S_OVERLAY, _S_STIM = range(7)
+
+#: YASA's bands (Hz), used to shape the spectra.
+_BANDS = ((0.4, 1.0), (1.0, 4.0), (4.0, 8.0), (8.0, 12.0), (12.0, 16.0), (16.0, 30.0))
+
+#: Relative band power of the C4-M1 *background* per stage (same order as ``_BANDS``).
+#: Events (spindles, K-complexes, slow oscillations, sawtooth waves) add on top.
+_REL_POWER = {
+    "W": (0.11, 0.19, 0.14, 0.32, 0.09, 0.15),
+    "N1": (0.12, 0.27, 0.33, 0.09, 0.07, 0.12),
+    "N2": (0.18, 0.46, 0.19, 0.09, 0.055, 0.02),
+    "N3": (0.14, 0.64, 0.12, 0.05, 0.03, 0.02),
+    "R": (0.12, 0.30, 0.30, 0.12, 0.07, 0.09),
+}
+#: Background standard deviation of C4-M1 in 0.4-30 Hz (uV), before person scaling.
+_BG_STD = {"W": 14.0, "N1": 11.0, "N2": 15.0, "N3": 30.0, "R": 10.5}
+#: Chin EMG broadband RMS (uV): tone falls into sleep, lowest in REM (atonia).
+_EMG_RMS = {"W": 16.0, "N1": 6.5, "N2": 5.0, "N3": 4.5, "R": 1.6}
+#: Heart-rate offset (bpm) from the person's sleeping baseline, and its epoch-to-epoch SD.
+_HR_OFFSET = {"W": 8.0, "N1": 4.0, "N2": 0.0, "N3": -3.0, "R": 4.0}
+_HR_SD = {"W": 3.0, "N1": 2.0, "N2": 1.0, "N3": 0.5, "R": 3.5}
+#: Spontaneous arousal probability per 30-s epoch (about 5 per hour of sleep in total).
+_AROUSAL_P = {"W": 0.0, "N1": 0.06, "N2": 0.045, "N3": 0.012, "R": 0.05}
+#: How strongly a sound can wake the sleeper from each stage (arousal thresholds are
+#: lowest in N1/N2 and highest in N3; Rechtschaffen et al. 1966; Bonnet 1986).
+_AROUSAL_SENS = {"W": 0.0, "N1": 1.0, "N2": 0.6, "N3": 0.15, "R": 0.4}
+#: How much of an evoked slow oscillation each stage supports.
+_EVOKED_GAIN = {"W": 0.0, "N1": 0.15, "N2": 0.7, "N3": 1.0, "R": 0.1}
+
+
+@dataclass(frozen=True)
+class Person:
+    """Per-person constants, drawn from the seed within physiological ranges.
+
+    Attributes
+    ----------
+    eeg_scale : float
+        Overall EEG amplitude factor (skull, scalp, electrode distance).
+    alpha_hz : float
+        Individual alpha frequency, 8.5-11.5 Hz (Klimesch 1999).
+    spindle_hz : float
+        Centre spindle frequency, 12-14.5 Hz.
+    spindle_rate : float
+        N2 spindles per minute at C4, 2.5-6.
+    so_amp : float
+        Half peak-to-peak slow-oscillation amplitude at C4 in N3 (uV), 40-65.
+    hr_sleep : float
+        Sleeping heart rate in N2 (bpm), 52-68.
+    emg_scale : float
+        Chin EMG amplitude factor.
+    ecg_mv : float
+        R-peak amplitude (mV).
+    resp_hz : float
+        Breathing rate (Hz), 0.2-0.3.
+    """
+
+    eeg_scale: float
+    alpha_hz: float
+    spindle_hz: float
+    spindle_rate: float
+    so_amp: float
+    hr_sleep: float
+    emg_scale: float
+    ecg_mv: float
+    resp_hz: float
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Person:
+        """Draw a person from ``rng``."""
+        return cls(
+            eeg_scale=float(rng.uniform(0.88, 1.12)),
+            alpha_hz=float(rng.uniform(8.8, 11.2)),
+            spindle_hz=float(rng.uniform(12.2, 14.2)),
+            spindle_rate=float(rng.uniform(2.5, 6.0)),
+            so_amp=float(rng.uniform(40.0, 65.0)),
+            hr_sleep=float(rng.uniform(52.0, 68.0)),
+            emg_scale=float(rng.uniform(0.8, 1.25)),
+            ecg_mv=float(rng.uniform(0.8, 1.6)),
+            resp_hz=float(rng.uniform(0.2, 0.3)),
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Spectra
+# --------------------------------------------------------------------------------------
+
+
+def _shape_psd(freqs: np.ndarray, stage: str, person: Person) -> np.ndarray:
+    """Un-normalised background PSD of C4-M1 for ``stage`` (aperiodic part + peaks)."""
+    f = np.maximum(freqs, 0.05)
+    chi = {"W": 1.4, "N1": 1.6, "N2": 2.0, "N3": 2.4, "R": 1.7}[stage]
+    # Knee at 0.7 Hz keeps the aperiodic part finite at DC (Donoghue et al. 2020).
+    psd = 1.0 / (0.7**chi + f**chi)
+
+    def peak(f0: float, width: float, height: float) -> np.ndarray:
+        return height * np.exp(-0.5 * ((f - f0) / width) ** 2)
+
+    if stage == "W":
+        psd += peak(person.alpha_hz, 1.0, 0.12)
+        psd += peak(20.0, 5.0, 0.004)
+    elif stage == "N1":
+        psd += peak(5.5, 1.5, 0.03) + peak(person.alpha_hz - 1.0, 1.2, 0.01)
+    elif stage == "N2":
+        psd += peak(person.spindle_hz, 1.0, 0.004)
+    elif stage == "R":
+        psd += peak(5.0, 1.8, 0.03) + peak(person.alpha_hz - 1.5, 1.2, 0.008)
+    # Amplifier and scalp-muscle floor above 30 Hz.
+    psd += 2e-5
+    # Mains-free roll-off of the electrode/amplifier chain above ~70 Hz.
+    psd /= 1.0 + (f / 70.0) ** 4
+    return psd
+
+
+def _fit_psd(freqs: np.ndarray, stage: str, person: Person) -> np.ndarray:
+    """PSD (uV^2/Hz) of the C4-M1 background, corrected to the stage's band powers.
+
+    A smooth correction (piecewise linear in log power across band centres) is iterated
+    until the relative band powers match :data:`_REL_POWER`, then the whole curve is scaled
+    so the 0.4-30 Hz standard deviation equals :data:`_BG_STD` times the person's scale.
+    """
+    psd = _shape_psd(freqs, stage, person)
+    target = np.asarray(_REL_POWER[stage], float)
+    target = target / target.sum()
+    df = freqs[1] - freqs[0]
+    masks = [(freqs >= lo) & (freqs < hi) for lo, hi in _BANDS]
+    centres = np.log([np.sqrt(lo * hi) for lo, hi in _BANDS])
+    logf = np.log(np.maximum(freqs, 0.05))
+    for _ in range(6):
+        bp = np.array([psd[m].sum() for m in masks])
+        corr = np.log(target / (bp / bp.sum()))
+        psd = psd * np.exp(np.interp(logf, centres, corr))
+    broad = (freqs >= 0.4) & (freqs <= 30.0)
+    var = psd[broad].sum() * df
+    std = _BG_STD[stage] * person.eeg_scale
+    return psd * (std**2 / var)
+
+
+def _frontal_gain(freqs: np.ndarray) -> np.ndarray:
+    """Amplitude ratio Fpz-M2 / C4-M1: more delta and frontal muscle, much less alpha."""
+    return np.interp(
+        freqs,
+        [0.0, 2.0, 5.0, 8.0, 10.0, 12.0, 16.0, 30.0, 60.0],
+        [1.25, 1.15, 0.95, 0.6, 0.45, 0.65, 0.9, 1.2, 1.4],
+    )
+
+
+def _emg_psd(freqs: np.ndarray) -> np.ndarray:
+    """Unit-variance chin EMG PSD: broadband 10-100 Hz (surface EMG), with some tail below."""
+    f = np.maximum(freqs, 1e-3)
+    psd = (f / 25.0) ** 2 / (1.0 + (f / 25.0) ** 2) / (1.0 + (f / 95.0) ** 4)
+    return psd / (psd.sum() * (freqs[1] - freqs[0]))
+
+
+# --------------------------------------------------------------------------------------
+# Templates
+# --------------------------------------------------------------------------------------
+
+
+def _ecg_table(sf: float) -> np.ndarray:
+    """One heart beat (mV), time 0 = P-wave onset, sampled at ``sf`` over 1.2 s."""
+    t = np.arange(int(1.2 * sf)) / sf
+
+    def g(t0: float, sd: float, a: float) -> np.ndarray:
+        return a * np.exp(-0.5 * ((t - t0) / sd) ** 2)
+
+    return (
+        g(0.06, 0.022, 0.12)
+        + g(0.150, 0.007, -0.12)
+        + g(0.165, 0.009, 1.0)
+        + g(0.182, 0.008, -0.25)
+        + g(0.42, 0.045, 0.28)
+    )
+
+
+#: Row gains of each event type (C4-M1 = 1 for cortical events; Fpz/E1 see frontal EEG).
+#: Gains on the rows (C4-M1, Fpz-M2, E1-M2), as a column to broadcast over time.
+_SPINDLE_ROWS = np.array([[1.0], [0.55], [0.3]])
+_KC_ROWS = np.array([[1.0], [1.1], [0.6]])
+_VERTEX_ROWS = np.array([[1.0], [0.45], [0.25]])
+_BLINK_ROWS = np.array([[0.04], [1.0], [0.35]])
+_EYE_ROWS = np.array([[0.03], [0.25], [1.0]])
+_SO_ROWS = np.array([[1.0], [1.3], [0.75]])  # slow waves are frontal-predominant
+
+
+def _event_templates(sf: float) -> dict[str, np.ndarray]:
+    """Unit-amplitude event waveforms at ``sf`` (shapes after the AASM manual figures)."""
+
+    def gauss(comps: list[tuple[float, float, float]]) -> np.ndarray:
+        span = max(c + 4 * sd for c, sd, _ in comps)
+        tt = np.arange(round(span * sf)) / sf
+        return sum(a * np.exp(-0.5 * ((tt - c) / sd) ** 2) for c, sd, a in comps)
+
+    def ramp(seconds: float, up: bool) -> np.ndarray:
+        x = _smoothstep((np.arange(round(seconds * sf)) + 0.5) / (seconds * sf))
+        return x if up else 1.0 - x
+
+    return {
+        # Blink: ~300 ms, fast rise, slower fall.
+        "blink": gauss([(0.12, 0.05, 1.0), (0.25, 0.08, 0.5)]),
+        # Vertex sharp wave: negative, < 0.5 s, with a small positive tail.
+        "vertex": gauss([(0.15, 0.05, -1.0), (0.32, 0.08, 0.35)]),
+        # K-complex: sharp negative wave then a slower positive one, >= 0.5 s in total.
+        "kc": gauss([(0.25, 0.07, -1.0), (0.62, 0.14, 0.5)]),
+        "sacc_rise": ramp(0.04, True),
+        "sacc_fall": ramp(0.08, False),
+        "rem_rise": ramp(0.05, True),
+        "rem_fall": ramp(0.10, False),
+    }
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    """0 -> 1 sigmoid on x in [0, 1] (clipped), C1-continuous."""
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+# --------------------------------------------------------------------------------------
+# Overlays: things laid on the output in volts (arousals, artifacts, stimulus responses)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Overlay:
+    """Something drawn on top of the base night over ``[start, stop)`` samples.
+
+    ``add`` holds additive rows (volts) of shape (6, stop - start) or None; ``gain`` a
+    multiplicative envelope for the EEG/EOG rows (sleep EEG attenuated during an arousal)
+    or None; ``nan_row`` a row to blank (lead-off). Arrays are built lazily by ``build``.
+    """
+
+    start: int
+    stop: int
+    build: Callable[[], tuple[np.ndarray | None, np.ndarray | None]]
+    nan_row: int | None = None
+    _cache: tuple[np.ndarray | None, np.ndarray | None] | None = None
+
+    def apply(self, out: np.ndarray, start: int, stop: int, gain_pass: bool) -> None:
+        """Draw on ``out`` (which holds samples ``[start, stop)``) where the spans meet.
+
+        The gain pass (damping of the brain signal) runs before the additive pass, so
+        artifacts and bursts laid on top are not damped by an overlapping arousal.
+        """
+        lo, hi = max(start, self.start), min(stop, self.stop)
+        if lo >= hi:
+            return
+        if self._cache is None:
+            self._cache = self.build()
+        add, gain = self._cache
+        a, b = lo - self.start, hi - self.start
+        o = out[:, lo - start : hi - start]
+        if gain_pass:
+            if gain is not None:
+                o[:3] *= gain[a:b]
+            return
+        if add is not None:
+            o += add[:, a:b]
+        if self.nan_row is not None:
+            o[self.nan_row] = np.nan
+
+    def release(self) -> None:
+        """Drop the built arrays (they are rebuilt identically when needed again)."""
+        self._cache = None
+
+
+# --------------------------------------------------------------------------------------
+# The sleeper
+# --------------------------------------------------------------------------------------
+
+
+class VirtualSleeper:
+    """A seeded virtual sleeper: signal source and world hook.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the person and the night; the same seed gives the same samples.
+    hours : float
+        Length of the night when no hypnogram is given (rounded to 30-s epochs).
+    sfreq : float
+        Sampling rate in Hz (100-2000).
+    hypnogram : sequence of str or None
+        Stage per 30-s epoch (``W``, ``N1``, ``N2``, ``N3``, ``R``); its length sets the
+        night. None draws one from the seed (see :func:`sim.hypnogram.generate_hypnogram`).
+    artifacts : bool
+        Add rare artifacts (electrode pops, motion, 50 Hz line noise, saturation,
+        lead-off), each announced as a world event.
+
+    Examples
+    --------
+    >>> with VirtualSleeper(seed=1, hours=0.5) as s:
+    ...     x = s.read(0, 7500)
+    >>> x.shape
+    (6, 7500)
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        hours: float = 8.0,
+        sfreq: float = DEFAULT_SFREQ,
+        hypnogram: Sequence[str] | None = None,
+        artifacts: bool = True,
+    ) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise UserInputError(f"seed must be a non-negative integer, got {seed!r}")
+        if not 100.0 <= float(sfreq) <= 2000.0:
+            raise UserInputError(f"sfreq must be between 100 and 2000 Hz, got {sfreq!r}")
+        self.seed = int(seed)
+        self.sfreq = float(sfreq)
+        self.artifacts = bool(artifacts)
+        self.person = Person.draw(self._rng(_S_PERSON))
+        if hypnogram is None:
+            if not 0.0 < float(hours) <= 24.0:
+                raise UserInputError(f"hours must be in (0, 24], got {hours!r}")
+            n_ep = max(1, round(float(hours) * 3600.0 / EPOCH_S))
+            self._hyp = generate_hypnogram(self._rng(_S_HYPNO), n_ep)
+        else:
+            self._hyp = [normalize_stage(s) for s in hypnogram]
+            if not self._hyp:
+                raise UserInputError("hypnogram must hold at least one epoch")
+        self._stage_idx = np.array([STAGES.index(s) for s in self._hyp])
+        self.tile_len = round(EPOCH_S * self.sfreq)
+        self.n_epochs = len(self._hyp)
+        n_samples = self.n_epochs * self.tile_len
+        self.info = SourceInfo(
+            sfreq=self.sfreq,
+            channels=CHANNELS,
+            n_samples=n_samples,
+            description=f"sleeper://?seed={self.seed}&hours={n_samples / self.sfreq / 3600:g}"
+            f"&sfreq={self.sfreq:g}&artifacts={int(self.artifacts)}",
+        )
+        self._closed = False
+        self._setup_dsp()
+        self._plan()
+        self._heart_plan()
+        self._raw_cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, tuple]] = OrderedDict()
+        self._tile_cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._stimuli: list[Stimulus] = []
+        self._onsets: list[int] = []
+        logger.debug("virtual sleeper %s: %d epochs", self.info.description, self.n_epochs)
+
+    # ---------------------------------------------------------------- seeding helpers
+    def _rng(self, stream: int, *key: int) -> np.random.Generator:
+        """Generator for one stream (and key, e.g. tile index) of this night."""
+        return np.random.default_rng(np.random.SeedSequence([self.seed, stream, *key]))
+
+    # ---------------------------------------------------------------- public API
+    @property
+    def hypnogram(self) -> list[str]:
+        """Generating stage of each 30-s epoch (a copy)."""
+        return list(self._hyp)
+
+    def stage_at(self, sample: int) -> str:
+        """Generating stage at ``sample`` (stimulus-evoked awakenings not included)."""
+        k = min(max(int(sample) // self.tile_len, 0), self.n_epochs - 1)
+        return self._hyp[k]
+
+    def so_phase(self, sample: int) -> float | None:
+        """Phase (radians, 0 = positive peak, +-pi = trough) of the ongoing slow oscillation.
+
+        Returns None when no slow-oscillation train runs at ``sample`` (amplitude below
+        20 uV), e.g. in wake or REM. This is the sleeper's own ground truth, the phase a
+        perfect closed-loop system would target.
+        """
+        amp, phase = self._so_state(int(sample))
+        if amp < 20.0:
+            return None
+        return float(phase)
+
+    def so_amplitude(self, sample: int) -> float:
+        """Envelope (half peak-to-peak, uV at C4) of the slow-oscillation train at ``sample``."""
+        return float(self._so_state(int(sample))[0])
+
+    @property
+    def stimuli(self) -> list[Stimulus]:
+        """Stimuli heard so far, in the order received."""
+        return list(self._stimuli)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Return samples ``[start, stop)`` in volts, shape ``(6, stop - start)``.
+
+        Reads past the end are clipped to :attr:`info.n_samples`. Any range may be read
+        (tiles are rebuilt from the seed), but forward reads are fastest.
+        """
+        if self._closed:
+            raise ValueError("read from a closed VirtualSleeper")
+        start = max(int(start), 0)
+        stop = min(int(stop), self.info.n_samples)
+        if stop <= start:
+            return np.zeros((6, 0))
+        t = self.tile_len
+        k0, k1 = start // t, (stop - 1) // t
+        if k0 == k1:
+            out = self._tile(k0)[:, start - k0 * t : stop - k0 * t].copy()
+        else:
+            out = np.empty((6, stop - start))
+            for k in range(k0, k1 + 1):
+                lo, hi = max(start, k * t), min(stop, (k + 1) * t)
+                out[:, lo - start : hi - start] = self._tile(k)[:, lo - k * t : hi - k * t]
+        self._apply_overlays(out, start, stop)
+        return out
+
+    def close(self) -> None:
+        """Drop caches; further reads raise. Idempotent."""
+        self._closed = True
+        self._raw_cache.clear()
+        self._tile_cache.clear()
+
+    def __enter__(self) -> VirtualSleeper:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def world_events(self, start: int, stop: int) -> list[dict]:
+        """Ground-truth events whose time lies in samples ``[start, stop)``, ordered by time.
+
+        Kinds of ``event``: ``stage`` (``stage``, ``cause``), ``arousal`` (``duration``,
+        ``cause``: spontaneous, stimulus or nightmare), ``artifact`` (``type``: pop, motion,
+        line, saturation, leadoff; ``channel``, ``duration``), ``nightmare`` (``duration``),
+        ``evoked`` (response to a stimulus: ``phase``, ``gain``, ``stage``).
+        """
+        lo = bisect.bisect_left(self._ev_samples, int(start))
+        hi = bisect.bisect_left(self._ev_samples, int(stop))
+        return [dict(e) for e in self._events[lo:hi]]
+
+    # ---------------------------------------------------------------- setup
+    def _setup_dsp(self) -> None:
+        """Precompute spectra (per stage), windows and templates for the tile length."""
+        sf, t = self.sfreq, self.tile_len
+        self._m = round(1.0 * sf)  # cross-fade half-width: 2 s of overlap between tiles
+        self._spill = round(3.0 * sf)  # events may run this far into the next tile
+        n = t + 2 * self._m
+        self._n = n
+        freqs = np.fft.rfftfreq(n, 1.0 / sf)
+        # EEG content stops at ~70 Hz (the PSD is 1e-4 of its alpha peak there).
+        self._nb_eeg = int(np.searchsorted(freqs, min(70.0, sf / 2)))
+        self._nb_fpz = int(np.searchsorted(freqs, 40.0))
+        self._nb_acc = int(np.searchsorted(freqs, 12.0))
+        nb = len(freqs)
+        # irfft of X = sqrt(S*sf*n/2)*Z has variance sum(S)*df for E|Z|^2 = 1; the draws
+        # have variance 1/12 per part (E|Z|^2 = 1/6), hence the factor 6 / 2 = 3 here.
+        scale = sf * n * 3.0
+        fe = freqs[: self._nb_eeg]
+        self._amp_c4: dict[str, np.ndarray] = {}
+        self._amp_fz: dict[str, np.ndarray] = {}
+        fg = _frontal_gain(fe)
+        for s in STAGES:
+            a = np.sqrt(_fit_psd(freqs, s, self.person) * scale)[: self._nb_eeg]
+            self._amp_c4[s] = a.astype(np.float32)
+            self._amp_fz[s] = (a * fg).astype(np.float32)
+        self._amp_emg = np.sqrt(_emg_psd(freqs) * scale)[:nb].astype(np.float32)
+        acc = np.zeros(self._nb_acc)
+        acc[1:] = 1.0
+        self._amp_acc = (acc * math.sqrt(scale / (self._nb_acc * sf / n)) * 0.0008).astype(
+            np.float32
+        )
+        # Band masks for per-epoch variability (eyes open/closed, deeper/lighter epochs).
+        self._m_delta = np.exp(-0.5 * (fe / 2.0) ** 2)
+        self._m_alpha = np.exp(-0.5 * ((fe - self.person.alpha_hz) / 1.8) ** 2)
+        self._m_beta = np.clip((fe - 14.0) / 6.0, 0.0, 1.0)
+        # Power-complementary cross-fade (sin^2 + cos^2 = 1 for independent noise).
+        ramp = np.sin(0.5 * np.pi * (np.arange(2 * self._m) + 0.5) / (2 * self._m))
+        win = np.ones(n)
+        win[: 2 * self._m] = ramp
+        win[-2 * self._m :] = ramp[::-1]
+        self._win_up = win[: 2 * self._m].astype(np.float32)
+        self._win_down = win[-2 * self._m :].astype(np.float32)
+        # The table ends in zeros (after the T wave), so clipping long R-R look-ups is right.
+        self._ecg = (_ecg_table(sf) * self.person.ecg_mv).astype(np.float32)
+        self._tpl = _event_templates(sf)
+        # One slow-oscillation cycle by phase (0 = peak); down-states are deeper than
+        # up-states are high (Massimini et al. 2004).
+        c = np.cos(2 * np.pi * (np.arange(4096) + 0.5) / 4096)
+        self._so_lut = c * np.where(c < 0, 1.15, 0.85)
+        self._spindle_bank: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._t_tile = tt = np.arange(t) / sf
+        # Bases of the piecewise-linear heart rate (edge, centre, edge) and their integrals.
+        half = EPOCH_S / 2.0
+        first = tt < half
+        u = tt - half
+        self._ecg_basis = np.array(
+            [
+                np.where(first, 1.0 - tt / half, 0.0),
+                np.where(first, tt / half, 1.0 - u / half),
+                np.where(first, 0.0, u / half),
+                np.where(first, tt - 0.5 * tt**2 / half, 0.5 * half),
+                np.where(first, 0.5 * tt**2 / half, 0.5 * half + u - 0.5 * u**2 / half),
+                np.where(first, 0.0, 0.5 * u**2 / half),
+            ]
+        ).astype(np.float32)  # beats within a tile stay < 100: float32 is exact enough
+        self._sin_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        wr = 2 * np.pi * self.person.resp_hz * tt
+        self._wander_s = (0.05 * np.sin(wr)).astype(np.float32)
+        self._wander_c = (0.05 * np.cos(wr)).astype(np.float32)
+        self._ev_len = t + self._spill
+
+    # ---------------------------------------------------------------- planning O(epochs)
+    def _plan(self) -> None:
+        """Draw arousals, nightmares and artifacts; build the world-event list."""
+        rng = self._rng(_S_PLAN)
+        sf = self.sfreq
+        events: list[dict] = []
+        overlays: list[_Overlay] = []
+        prev = None
+        for k, s in enumerate(self._hyp):
+            if s != prev:
+                events.append({"t": k * EPOCH_S, "event": "stage", "stage": s, "cause": "plan"})
+                prev = s
+        # Spontaneous arousals: 3-15 s (AASM), drawn per epoch with stage-dependent rate.
+        self._arousal_epochs = np.zeros(self.n_epochs, bool)
+        p = np.array([_AROUSAL_P[s] for s in self._hyp])
+        draws = rng.random(self.n_epochs)
+        offs = rng.uniform(2.0, 22.0, self.n_epochs)
+        durs = rng.uniform(3.0, 12.0, self.n_epochs)
+        for k in np.flatnonzero(draws < p):
+            t0 = k * EPOCH_S + offs[k]
+            self._arousal_epochs[k] = True
+            events.append(
+                {
+                    "t": t0,
+                    "event": "arousal",
+                    "duration": round(float(durs[k]), 2),
+                    "cause": "spontaneous",
+                }
+            )
+            overlays.append(self._arousal_overlay(round(t0 * sf), float(durs[k]), (1, int(k))))
+        # Nightmares: rare, in late-night REM periods (about one night in four).
+        self._nightmare_epochs = np.zeros(self.n_epochs, bool)
+        r_runs = _runs(self._hyp, "R")
+        for a, b in r_runs:
+            if a < self.n_epochs * 0.45 or b - a < 8 or rng.random() > 0.12:
+                continue
+            k0 = int(rng.integers(a + 2, b - 4))
+            n_ep = int(rng.integers(2, 6))
+            k1 = min(k0 + n_ep, b)
+            self._nightmare_epochs[k0:k1] = True
+            events.append(
+                {"t": k0 * EPOCH_S, "event": "nightmare", "duration": (k1 - k0) * EPOCH_S}
+            )
+            for j in range(int(rng.integers(1, 4))):
+                t0 = k0 * EPOCH_S + rng.uniform(0, (k1 - k0) * EPOCH_S - 10.0)
+                d = float(rng.uniform(3.0, 10.0))
+                events.append(
+                    {"t": t0, "event": "arousal", "duration": round(d, 2), "cause": "nightmare"}
+                )
+                overlays.append(self._arousal_overlay(round(t0 * sf), d, (2, k0, j)))
+        if self.artifacts:
+            hours = self.n_epochs * EPOCH_S / 3600.0
+            n_art = max(1, int(rng.poisson(1.0 * hours)))
+            kinds = ("pop", "motion", "line", "saturation", "leadoff")
+            for j in range(n_art):
+                kind = kinds[int(rng.integers(len(kinds)))]
+                t0 = float(rng.uniform(0.0, self.n_epochs * EPOCH_S - 5.0))
+                ev, ov = self._artifact(kind, t0, rng, j)
+                events.append(ev)
+                overlays.append(ov)
+        for e in events:
+            e["t"] = round(float(e["t"]), 4)
+        # Sorted once here; stimulus-driven entries are inserted in order (bisect) later.
+        self._events = sorted(({"kind": "world", **e} for e in events), key=lambda e: e["t"])
+        self._ev_t = [e["t"] for e in self._events]
+        self._ev_samples = [self._sample_of(t) for t in self._ev_t]
+        self._overlays = sorted(overlays, key=lambda o: o.start)
+        self._ov_starts = [o.start for o in self._overlays]
+        self._ov_maxlen = max((o.stop - o.start for o in self._overlays), default=0)
+
+    def _sample_of(self, t: float) -> int:
+        """First sample index at or after ``t`` seconds (events at t lie in that sample)."""
+        return math.ceil(t * self.sfreq - 1e-6)
+
+    def _add_event(self, event: dict) -> None:
+        """Insert a world event, keeping time order (after events at the same time)."""
+        event = {"kind": "world", **event, "t": round(float(event["t"]), 4)}
+        i = bisect.bisect_right(self._ev_t, event["t"])
+        self._events.insert(i, event)
+        self._ev_t.insert(i, event["t"])
+        self._ev_samples.insert(i, self._sample_of(event["t"]))
+
+    def _add_overlay(self, ov: _Overlay) -> None:
+        """Insert an overlay, keeping start order."""
+        i = bisect.bisect_right(self._ov_starts, ov.start)
+        self._overlays.insert(i, ov)
+        self._ov_starts.insert(i, ov.start)
+        self._ov_maxlen = max(self._ov_maxlen, ov.stop - ov.start)
+
+    def _heart_plan(self) -> None:
+        """Per-epoch heart rate and the heart phase (beats) at each epoch start."""
+        rng = self._rng(_S_HEART)
+        n = self.n_epochs
+        hr = np.array(
+            [self.person.hr_sleep + _HR_OFFSET[s] + rng.normal(0, _HR_SD[s]) for s in self._hyp]
+        )
+        hr += 6.0 * self._arousal_epochs + 18.0 * self._nightmare_epochs
+        hr = np.clip(hr, 42.0, 130.0) / 60.0  # beats per second
+        self._hr = hr
+        # Within-epoch modulation: respiratory sinus arrhythmia (integer cycles per epoch so
+        # each epoch's integral is exactly its linear part) plus a slower wave in REM.
+        resp_cycles = np.full(n, round(self.person.resp_hz * EPOCH_S))
+        resp_cycles += (self._stage_idx == STAGES.index("R")) * rng.integers(-1, 3, n)
+        self._resp_cycles = resp_cycles
+        rsa = {"W": 1.5, "N1": 2.0, "N2": 3.0, "N3": 3.5, "R": 1.5}
+        self._rsa = np.array([rsa[s] for s in self._hyp]) / 60.0
+        self._slow_cycles = rng.integers(1, 3, n)
+        self._slow_amp = (
+            np.where(self._stage_idx == STAGES.index("R"), rng.uniform(2.0, 6.0, n), 0.0) / 60.0
+        )
+        # HR is piecewise linear between epoch centres; integrate it per epoch.
+        hp = np.concatenate([[hr[0]], hr, [hr[-1]]])
+        edge = 0.5 * (hp[:-1] + hp[1:])  # HR at epoch edges, n + 1 values
+        half = EPOCH_S / 2.0
+        integ = half * 0.5 * (edge[:-1] + hr) + half * 0.5 * (hr + edge[1:])
+        self._hr_edge = edge
+        self._beat0 = np.concatenate([[0.0], np.cumsum(integ)])
+
+    # ---------------------------------------------------------------- overlays
+    def _arousal_overlay(self, start: int, dur: float, key: tuple[int, ...]) -> _Overlay:
+        """Arousal: alpha/beta burst, sleep EEG damped, chin EMG burst, movement."""
+        sf = self.sfreq
+        n = max(round(dur * sf), 1)
+        person = self.person
+
+        def build() -> tuple[np.ndarray | None, np.ndarray | None]:
+            rng = self._rng(_S_OVERLAY, *key)
+            tt = np.arange(n) / sf
+            ramp = min(0.5, dur / 4)
+            env = _smoothstep(tt / ramp) * _smoothstep((dur - tt) / ramp)
+            add = np.zeros((6, n))
+            alpha = _narrowband(rng, n, sf, person.alpha_hz, 1.2) * 14.0
+            beta = _narrowband(rng, n, sf, 21.0, 5.0) * 6.0
+            eeg = (alpha + beta) * env * person.eeg_scale
+            add[_C4] = eeg * 1e-6
+            add[_FPZ] = (0.5 * alpha + 1.3 * beta) * env * 1e-6
+            add[_E1] = 0.4 * add[_FPZ]
+            emg = _bandnoise(rng, n, sf, 20.0, min(110.0, sf / 2.2))
+            add[_CHIN] = emg * env * 22.0 * person.emg_scale * 1e-6
+            add[_ACC] = _narrowband(rng, n, sf, 1.5, 1.0) * env * rng.uniform(0.02, 0.08)
+            gain = 1.0 - 0.6 * env
+            return add, gain
+
+        return _Overlay(start, min(start + n, self.info.n_samples), build)
+
+    def _artifact(
+        self, kind: str, t0: float, rng: np.random.Generator, j: int
+    ) -> tuple[dict, _Overlay]:
+        """One artifact: its world event and its overlay (all in volts)."""
+        sf = self.sfreq
+        start = round(t0 * sf)
+        names = [c.name for c in CHANNELS]
+        nan_row = None
+        if kind == "pop":
+            row = int(rng.integers(0, 3))
+            tau = float(rng.uniform(0.2, 1.0))
+            dur = 5 * tau
+            amp = float(rng.uniform(300.0, 3000.0)) * rng.choice([-1.0, 1.0]) * 1e-6
+
+            def build() -> tuple[np.ndarray | None, np.ndarray | None]:
+                add = np.zeros((6, round(dur * sf)))
+                add[row] = amp * np.exp(-np.arange(add.shape[1]) / (tau * sf))
+                return add, None
+
+        elif kind == "motion":
+            row = None
+            dur = float(rng.uniform(2.0, 8.0))
+
+            def build() -> tuple[np.ndarray | None, np.ndarray | None]:
+                r = self._rng(_S_OVERLAY, 5, j)
+                n = round(dur * sf)
+                env = np.sin(np.pi * np.arange(n) / n)
+                add = np.zeros((6, n))
+                for ch, g in ((_C4, 150.0), (_FPZ, 300.0), (_E1, 250.0)):
+                    add[ch] = _narrowband(r, n, sf, 1.5, 1.2) * g * env * 1e-6
+                add[_CHIN] = _bandnoise(r, n, sf, 20.0, min(110.0, sf / 2.2)) * 30e-6 * env
+                add[_ACC] = _narrowband(r, n, sf, 2.0, 1.5) * env * r.uniform(0.1, 0.4)
+                return add, None
+
+        elif kind == "line":
+            row = None
+            dur = float(rng.uniform(30.0, 240.0))
+            amp = float(rng.uniform(20.0, 150.0)) * 1e-6
+            phase = float(rng.uniform(0, 2 * np.pi))
+
+            def build() -> tuple[np.ndarray | None, np.ndarray | None]:
+                n = round(dur * sf)
+                tt = (start + np.arange(n)) / sf
+                hum = amp * (
+                    np.sin(2 * np.pi * 50.0 * tt + phase)
+                    + 0.15 * np.sin(2 * np.pi * 150.0 * tt + phase)
+                )
+                add = np.zeros((6, n))
+                add[:4] = hum * np.array([1.0, 1.2, 1.5, 2.0])[:, None]
+                return add, None
+
+        elif kind == "saturation":
+            row = int(rng.integers(0, 4))
+            dur = float(rng.uniform(1.0, 8.0))
+            level = float(rng.uniform(0.25, 0.5)) * rng.choice([-1.0, 1.0])
+
+            def build() -> tuple[np.ndarray | None, np.ndarray | None]:
+                n = round(dur * sf)
+                add = np.zeros((6, n))
+                # Fast rise (electrode shorted or amplifier railed), slow drift while railed.
+                add[row] = (
+                    level * _smoothstep(np.arange(n) / (0.05 * sf)) * np.linspace(1.0, 1.2, n)
+                )
+                return add, None
+
+        else:  # leadoff
+            row = int(rng.integers(0, 4))
+            dur = float(rng.uniform(10.0, 90.0))
+            nan_row = row
+
+            def build() -> tuple[np.ndarray | None, np.ndarray | None]:
+                return None, None
+
+        stop = min(start + max(round(dur * sf), 1), self.info.n_samples)
+        ev = {
+            "t": t0,
+            "event": "artifact",
+            "type": kind,
+            "channel": names[row] if row is not None else "all",
+            "duration": round(dur, 3),
+        }
+        return ev, _Overlay(start, stop, build, nan_row=nan_row)
+
+    def _apply_overlays(self, out: np.ndarray, start: int, stop: int) -> None:
+        """Apply every overlay overlapping ``[start, stop)`` in start order."""
+        lo = bisect.bisect_left(self._ov_starts, start - self._ov_maxlen)
+        hi = bisect.bisect_left(self._ov_starts, stop)
+        live = []
+        for ov in self._overlays[lo:hi]:
+            if ov.stop > start:
+                live.append(ov)
+            elif ov._cache is not None:
+                ov.release()  # reads move forward: its memory can go
+        for gain_pass in (True, False):
+            for ov in live:
+                ov.apply(out, start, stop, gain_pass)
+
+    # ---------------------------------------------------------------- tiles
+    def _tile(self, k: int) -> np.ndarray:
+        """Final base samples of tile ``k`` in output units, shape (6, tile_len)."""
+        cached = self._tile_cache.get(k)
+        if cached is not None:
+            return cached
+        t, m = self.tile_len, self._m
+        noise, ev, _ = self._raw(k)
+        out = np.add(noise[:, m : m + t], ev[:, :t], dtype=np.float64)  # float64 from here on
+        if k > 0:
+            prev_noise, prev_ev, _ = self._raw(k - 1)
+            out[:, :m] += prev_noise[:, t + m :]
+            out[:, : self._spill] += prev_ev[:, t:]
+        if k + 1 < self.n_epochs:
+            out[:, t - m :] += self._raw(k + 1)[0][:, :m]
+        ecg = self._ecg_tile(k)
+        out[_ECG] += ecg
+        out[_CHIN] += 4.0 * ecg  # cardiac field on the chin electrodes (uV per mV)
+        out *= _TO_OUT
+        self._tile_cache[k] = out
+        while len(self._tile_cache) > 3:
+            self._tile_cache.popitem(last=False)
+        return out
+
+    def _raw(self, k: int) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """Windowed noise (6, n), events (6, tile+spill) and SO trains of tile ``k``."""
+        hit = self._raw_cache.get(k)
+        if hit is not None:
+            return hit
+        rng = self._rng(_S_TILE, k)
+        stage = self._hyp[k]
+        noise = self._tile_noise(rng, stage, k)
+        ev, trains = self._tile_events(rng, stage, k)
+        res = (noise, ev, trains)
+        self._raw_cache[k] = res
+        while len(self._raw_cache) > 4:
+            self._raw_cache.popitem(last=False)
+        return res
+
+    def _tile_noise(self, rng: np.random.Generator, stage: str, k: int) -> np.ndarray:
+        """Background noise of every channel for tile ``k`` (cross-fade window applied)."""
+        n, ne, na, m2 = self._n, self._nb_eeg, self._nb_acc, 2 * self._m
+        nb = n // 2 + 1
+        # Random spectra: real and imaginary parts uniform on [-0.5, 0.5) (variance 1/12, the
+        # factor folded into the amplitude arrays). Each sample of the irfft sums thousands
+        # of independent bins, so it is Gaussian by the central limit theorem, and uniform
+        # draws cost a quarter of normal ones. float32 is ample for noise.
+        n2 = self._nb_fpz
+        z = rng.random(2 * (ne + n2 + nb + na), dtype=np.float32).view(np.complex64)
+        z -= np.complex64(0.5 + 0.5j)
+        z1, z2 = z[:ne], z[ne : ne + n2]
+        z3, z4 = z[ne + n2 : ne + n2 + nb], z[ne + n2 + nb :]
+        # Epoch-to-epoch variability: depth of delta, eyes open/closed alpha, beta.
+        gv = rng.lognormal(0.0, [0.15, 0.2, 0.15])
+        if stage == "W" and rng.random() < 0.3:
+            gv[1] *= 0.45  # eyes open: alpha blocks, more beta
+            gv[2] *= 1.3
+        g = 1.0 + (gv[0] - 1.0) * self._m_delta + (gv[1] - 1.0) * self._m_alpha
+        g += (gv[2] - 1.0) * self._m_beta
+        g = g.astype(np.float32)
+        spec = np.zeros((4, nb), np.complex64)
+        np.multiply(self._amp_c4[stage] * g, z1, out=spec[0, :ne])
+        # Fpz shares most of its signal with C4 (coherence ~0.7-0.8 across sleep EEG bands).
+        # Above 40 Hz (amplifier floor, muscle) Fpz simply follows C4's random phases.
+        zf = z1.copy()
+        zf[:n2] *= np.float32(0.75)
+        zf[:n2] += np.float32(0.66) * z2
+        np.multiply(self._amp_fz[stage] * g, zf, out=spec[1, :ne])
+        emg_rms = _EMG_RMS[stage] * self.person.emg_scale * float(rng.lognormal(0.0, 0.2))
+        if self._nightmare_epochs[k]:
+            emg_rms *= 2.5
+        np.multiply(self._amp_emg * np.float32(emg_rms), z3, out=spec[2])
+        np.multiply(self._amp_acc, z4, out=spec[3, :na])
+        x = _irfft(spec, n=n, axis=1)
+        out = np.empty((6, n), np.float32)
+        out[_C4] = x[0]
+        out[_FPZ] = x[1]
+        # The mastoid-referenced EOG sees frontal EEG (hence big slow waves on it in N3).
+        np.multiply(x[1], np.float32(0.6), out=out[_E1])
+        np.multiply(x[1], np.float32(0.03), out=out[_CHIN])  # EEG crosstalk on the chin
+        out[_CHIN] += x[2]
+        # ECG electrodes pick up a little chest-muscle noise (mV).
+        np.multiply(x[2], np.float32(0.02 / max(emg_rms, 1e-9)), out=out[_ECG])
+        out[_ACC] = x[3]
+        # The cross-fade window is 1 in the middle: only the edges need multiplying.
+        out[:, :m2] *= self._win_up
+        out[:, -m2:] *= self._win_down
+        return out
+
+    def _ecg_tile(self, k: int) -> np.ndarray:
+        """ECG (mV) of tile ``k`` from the continuous heart phase.
+
+        Heart rate is piecewise linear between epoch centres plus sinusoids with a whole
+        number of cycles per epoch, so the beat count integrates exactly and carries on
+        across tiles; the waveform is looked up by time since the last beat.
+        """
+        e0, e1, c = float(self._hr_edge[k]), float(self._hr_edge[k + 1]), float(self._hr[k])
+        b = self._ecg_basis
+        hr = e0 * b[0] + c * b[1] + e1 * b[2]
+        beats = e0 * b[3] + c * b[4] + e1 * b[5]
+        for cyc, amp in (
+            (self._resp_cycles[k], self._rsa[k]),
+            (self._slow_cycles[k], self._slow_amp[k]),
+        ):
+            if amp:
+                sn, ic = self._sinus(int(cyc))
+                hr += float(amp) * sn
+                beats += float(amp) * ic
+        beats += float(self._beat0[k] - math.floor(self._beat0[k]))
+        since = beats - np.floor(beats)
+        since /= hr  # seconds since the last P-wave onset
+        since *= self.sfreq
+        ecg = np.take(self._ecg, since.astype(np.int32), mode="clip")
+        ph = 2 * np.pi * self.person.resp_hz * k * EPOCH_S
+        ecg += self._wander_s * math.cos(ph)
+        ecg += self._wander_c * math.sin(ph)
+        return ecg
+
+    def _sinus(self, cycles: int) -> tuple[np.ndarray, np.ndarray]:
+        """sin(w t) and its integral over the tile for ``cycles`` cycles per epoch (cached)."""
+        hit = self._sin_cache.get(cycles)
+        if hit is None:
+            w = 2 * np.pi * cycles / EPOCH_S
+            tt = self._t_tile
+            hit = (
+                np.sin(w * tt).astype(np.float32),
+                ((1.0 - np.cos(w * tt)) / w).astype(np.float32),
+            )
+            self._sin_cache[cycles] = hit
+        return hit
+
+    # ---------------------------------------------------------------- events per tile
+    def _tile_events(
+        self, rng: np.random.Generator, stage: str, k: int
+    ) -> tuple[np.ndarray, tuple]:
+        """Transient events of tile ``k`` (uV; the ECG row unused) and its SO trains."""
+        ev = np.zeros((6, self._ev_len), np.float32)  # uV: float32 is ample, half the traffic
+        p = self.person
+        dur_s = EPOCH_S
+        trains: tuple = ()
+        add, tpl = self._add, self._tpl
+        if stage == "W":
+            # Blinks: large on Fpz (the cornea moves up under the lid), smaller on E1.
+            for t0 in rng.uniform(0, dur_s, rng.poisson(4)):
+                add(ev, _BLINK_ROWS, t0, rng.uniform(80.0, 220.0) * tpl["blink"])
+            for t0 in rng.uniform(0, dur_s - 1, rng.poisson(2)):
+                self._eye_moves(
+                    ev, rng, t0, int(rng.integers(1, 4)), rng.uniform(40, 150), "sacc", (0.3, 2.0)
+                )
+            for t0 in rng.uniform(0, dur_s - 2, rng.poisson(1.0)):
+                self._movement(ev, rng, t0, float(rng.uniform(0.5, 3.0)))
+        elif stage == "N1":
+            for t0 in rng.uniform(0, dur_s, rng.poisson(1.5)):
+                add(ev, _VERTEX_ROWS, t0, rng.uniform(40.0, 90.0) * p.eeg_scale * tpl["vertex"])
+            if rng.random() < 0.7:
+                self._slow_eye(ev, rng, float(rng.uniform(0, dur_s - 8)))
+        elif stage == "N2":
+            for t0 in rng.uniform(0, dur_s, rng.poisson(p.spindle_rate / 2)):
+                self._spindle(
+                    ev,
+                    rng,
+                    t0,
+                    rng.uniform(10.0, 22.0) * p.eeg_scale,
+                    rng.uniform(0.5, 2.0),
+                    rng.uniform(-0.8, 0.8),
+                )
+            for t0 in rng.uniform(0, dur_s - 1, rng.poisson(0.6)):
+                add(ev, _KC_ROWS, t0, rng.uniform(70.0, 150.0) * p.eeg_scale * tpl["kc"])
+                if rng.random() < 0.5:
+                    # K-complexes are often followed by a spindle (AASM).
+                    self._spindle(
+                        ev,
+                        rng,
+                        t0 + 0.6,
+                        rng.uniform(10.0, 18.0) * p.eeg_scale,
+                        rng.uniform(0.6, 1.2),
+                        0.0,
+                    )
+            trains = self._so_trains(rng, k, density="sparse")
+        elif stage == "N3":
+            trains = self._so_trains(rng, k, density="dense")
+            peaks = trains[3] if trains else np.zeros(0)
+            for pk in peaks[rng.random(len(peaks)) < 0.25]:
+                # Spindles nested in the up-state, starting shortly before its peak.
+                self._spindle(
+                    ev,
+                    rng,
+                    pk - k * EPOCH_S - 0.35,
+                    rng.uniform(7.0, 14.0) * p.eeg_scale,
+                    rng.uniform(0.6, 1.2),
+                    -0.5,
+                )
+        elif stage == "R":
+            nightmare = bool(self._nightmare_epochs[k])
+            phasic = rng.random() < 0.75
+            for t0 in rng.uniform(0, dur_s - 2, rng.poisson(3.0 if phasic else 0.5)):
+                self._eye_moves(
+                    ev, rng, t0, int(rng.integers(1, 6)), rng.uniform(60, 220), "rem", (0.15, 0.7)
+                )
+            for t0 in rng.uniform(0, dur_s - 4, rng.poisson(1.0)):
+                self._sawtooth(ev, rng, float(t0))
+            for t0 in rng.uniform(0, dur_s, rng.poisson(6.0 if nightmare else 1.5)):
+                self._twitch(ev, rng, float(t0))
+        if trains:
+            self._draw_trains(ev, trains, k)
+        return ev, trains
+
+    def _add(self, ev: np.ndarray, gains: np.ndarray, t0: float, w: np.ndarray) -> None:
+        """Add waveform ``w`` at ``t0`` s into rows C4, Fpz, E1 with a gain column each."""
+        i0 = round(t0 * self.sfreq)
+        if i0 < 0:
+            w, i0 = w[-i0:], 0
+        nn = min(len(w), self._ev_len - i0)
+        if nn > 0:
+            ev[:3, i0 : i0 + nn] += gains * w[:nn]
+
+    def _spindle(
+        self,
+        ev: np.ndarray,
+        rng: np.random.Generator,
+        t0: float,
+        amp: float,
+        dur: float,
+        df: float,
+    ) -> None:
+        """Add a spindle: sin^2 (waxing-waning) envelope, slight down-chirp, random phase.
+
+        Waveforms come from a bank quantised to 0.1 s and 0.2 Hz; the carrier phase is
+        mixed from the bank's sine and cosine versions.
+        """
+        key = (round(dur * 10), round(df * 5))
+        bank = self._spindle_bank.get(key)
+        if bank is None:
+            d, f = key[0] / 10, self.person.spindle_hz + key[1] / 5
+            tt = np.arange(round(d * self.sfreq)) / self.sfreq
+            env = np.sin(np.pi * tt / d) ** 2
+            arg = 2 * np.pi * (f * tt - 0.3 * tt**2)
+            bank = (env * np.sin(arg), env * np.cos(arg))
+            self._spindle_bank[key] = bank
+        ph = rng.uniform(0, 2 * np.pi)
+        w = (amp * math.cos(ph)) * bank[0] + (amp * math.sin(ph)) * bank[1]
+        self._add(ev, _SPINDLE_ROWS, t0, w)
+
+    def _eye_moves(
+        self,
+        ev: np.ndarray,
+        rng: np.random.Generator,
+        t0: float,
+        n_mv: int,
+        amp: float,
+        kind: str,
+        hold: tuple[float, float],
+    ) -> None:
+        """Conjugate eye movements: fast smoothed steps to a new position and back.
+
+        Saccades in wake and REMs in REM: sharp rise (40-50 ms), a fixation of ``hold``
+        seconds, return at half speed; on E1 mostly, a little on Fpz and C4.
+        """
+        sf = self.sfreq
+        rise, fall = self._tpl[kind + "_rise"], self._tpl[kind + "_fall"]
+        nr, nf = len(rise), len(fall)
+        signs = rng.choice([-1.0, 1.0], n_mv)
+        amps = amp * rng.uniform(0.4, 1.0, n_mv) * signs
+        holds = np.round(rng.uniform(*hold, n_mv) * sf).astype(int)
+        pauses = np.round(rng.uniform(0.05, 0.6, n_mv) * sf).astype(int)
+        # The whole burst as one waveform (movements separated by pauses at rest).
+        w = np.zeros(int(np.sum(nr + holds + nf + pauses)))
+        i = 0
+        for a, nh, npause in zip(amps, holds, pauses, strict=True):
+            w[i : i + nr] = a * rise
+            w[i + nr : i + nr + nh] = a
+            w[i + nr + nh : i + nr + nh + nf] = a * fall
+            i += nr + nh + nf + npause
+        self._add(ev, _EYE_ROWS, t0, w)
+
+    def _so_trains(self, rng: np.random.Generator, k: int, density: str) -> tuple:
+        """Slow-oscillation cycles of tile ``k`` as phase/amplitude knots (absolute s).
+
+        Each cycle runs from a descending zero crossing (phase pi/2) through the trough
+        (pi, the down-state) and the ascending crossing to the peak (2 pi, the up-state),
+        then on to the next cycle; cycles come in trains separated by gaps (dense in N3,
+        sparse single waves in N2). The envelope is 0 at each train's first and last
+        crossing. Trains end inside the tile, so the phase in a tile is the tile's own.
+
+        Returns
+        -------
+        tuple
+            ``(knot_t, knot_phase, knot_amp, peak_t, peak_amp, train_spans)``, or ``()``
+            when none.
+        """
+        p = self.person
+        n_max = 40
+        periods = 1.0 / rng.uniform(0.6, 1.25, n_max)
+        if density == "dense":
+            brk = rng.random(n_max) < 0.15
+            gaps = np.where(brk, rng.exponential(0.8, n_max), 0.0)
+            amps = p.so_amp * p.eeg_scale * rng.uniform(0.75, 1.25, n_max)
+            first = float(rng.uniform(0.0, 0.6))
+        else:
+            brk = rng.random(n_max) < 0.6
+            gaps = np.where(brk, rng.exponential(20.0, n_max), 0.0)
+            amps = p.so_amp * p.eeg_scale * rng.uniform(0.4, 0.7, n_max)
+            first = float(rng.uniform(0.0, 15.0))
+        jitter = rng.uniform(0.85, 1.15, n_max)
+        brk[0] = True
+        gaps[0] = first
+        starts = np.cumsum(gaps + periods) - periods
+        ends = starts + periods
+        keep = int(np.searchsorted(ends, EPOCH_S, side="right"))
+        if keep == 0:
+            return ()
+        starts, periods, brk = starts[:keep], periods[:keep], brk[:keep]
+        # A train shares one amplitude level; each cycle is jittered around it.
+        level = amps[np.maximum.accumulate(np.where(brk, np.arange(keep), 0))]
+        amps = level * jitter[:keep]
+        last = np.append(brk[1:], True)
+        q = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+        kt = starts[:, None] + periods[:, None] * q
+        kph = np.pi / 2 + 2 * np.pi * (np.arange(keep)[:, None] + q)
+        ka = np.repeat(amps[:, None], 5, axis=1)
+        ka[brk, 0] = 0.0
+        ka[:, 4] = 0.0
+        sel = np.ones((keep, 5), bool)
+        sel[:, 4] = last
+        base = k * EPOCH_S
+        peaks = starts + 0.75 * periods + base
+        spans = np.stack([starts[brk], (starts + periods)[last]], axis=1) + base
+        return (kt[sel] + base, kph[sel], ka[sel], peaks, amps, spans)
+
+    def _draw_trains(self, ev: np.ndarray, trains: tuple, k: int) -> None:
+        """Render SO cycles into the event buffer (C4, Fpz with frontal predominance, E1)."""
+        kt, kph, ka, spans = trains[0], trains[1], trains[2], trains[5]
+        base, sf = k * EPOCH_S, self.sfreq
+        lut = self._so_lut
+        to_idx = len(lut) / (2 * np.pi)
+        # One pass over the covered range when trains are dense (N3), else one per train
+        # (sparse N2 trains cover a few seconds of the tile).
+        ranges = [(spans[0, 0], spans[-1, 1])] if len(spans) > 2 else spans
+        for ts, te in ranges:
+            i0 = max(int((ts - base) * sf), 0)
+            i1 = min(int((te - base) * sf) + 2, self.tile_len)
+            tt = self._t_tile[i0:i1] + base
+            amp = np.interp(tt, kt, ka, left=0.0, right=0.0)
+            # Wave shape by table look-up of the phase (much cheaper than cos per sample).
+            idx = (np.interp(tt, kt, kph) * to_idx).astype(np.int32)
+            w = amp * np.take(lut, idx, mode="wrap")
+            ev[:3, i0:i1] += _SO_ROWS * w
+
+    def _so_state(self, sample: int) -> tuple[float, float]:
+        """(amplitude, phase) of the SO at ``sample``, phase 0 = peak, +-pi = trough."""
+        k = sample // self.tile_len
+        if not 0 <= k < self.n_epochs:
+            return 0.0, 0.0
+        trains = self._raw(k)[2]
+        if not trains:
+            return 0.0, 0.0
+        tsec = sample / self.sfreq
+        kt, kph, ka = trains[0], trains[1], trains[2]
+        a = float(np.interp(tsec, kt, ka, left=0.0, right=0.0))
+        ph = float(np.interp(tsec, kt, kph))
+        return a, (ph + np.pi) % (2 * np.pi) - np.pi
+
+    def _slow_eye(self, ev: np.ndarray, rng: np.random.Generator, t0: float) -> None:
+        """Slow rolling eye movements of drowsiness (0.3-0.6 Hz, several seconds)."""
+        sf = self.sfreq
+        d = float(rng.uniform(4.0, 8.0))
+        i0 = round(t0 * sf)
+        nn = min(round(d * sf), self._ev_len - i0)
+        tt = np.arange(nn) / sf
+        w = (
+            rng.uniform(50, 120)
+            * np.sin(np.pi * tt / d)
+            * np.sin(2 * np.pi * rng.uniform(0.3, 0.6) * tt + rng.uniform(0, 6.3))
+        )
+        ev[_E1, i0 : i0 + nn] += w
+        ev[_FPZ, i0 : i0 + nn] += 0.2 * w
+
+    def _sawtooth(self, ev: np.ndarray, rng: np.random.Generator, t0: float) -> None:
+        """A burst of REM sawtooth waves: 2-5 Hz triangles, slow rise then sharp fall."""
+        sf = self.sfreq
+        d = float(rng.uniform(1.0, 3.5))
+        f = float(rng.uniform(2.0, 5.0))
+        i0 = round(t0 * sf)
+        nn = min(round(d * sf), self._ev_len - i0)
+        tt = np.arange(nn) / sf
+        ph = (f * tt) % 1.0
+        tri = np.where(ph < 0.75, ph / 0.75, (1.0 - ph) / 0.25) * 2.0 - 1.0
+        w = rng.uniform(15.0, 35.0) * self.person.eeg_scale * np.sin(np.pi * tt / d) * tri
+        ev[_C4, i0 : i0 + nn] += w
+        ev[_FPZ, i0 : i0 + nn] += 0.6 * w
+        ev[_E1, i0 : i0 + nn] += 0.35 * w
+
+    def _twitch(self, ev: np.ndarray, rng: np.random.Generator, t0: float) -> None:
+        """Phasic chin EMG twitch (50-250 ms burst) on the atonic background."""
+        sf = self.sfreq
+        d = float(rng.uniform(0.05, 0.25))
+        i0 = round(t0 * sf)
+        nn = min(round(d * sf), self._ev_len - i0)
+        w = rng.standard_normal(nn) * np.sin(np.pi * np.arange(nn) / max(nn, 1))
+        ev[_CHIN, i0 : i0 + nn] += rng.uniform(8.0, 30.0) * self.person.emg_scale * w
+
+    def _movement(self, ev: np.ndarray, rng: np.random.Generator, t0: float, d: float) -> None:
+        """Body movement in wake: accelerometer swing, EMG burst, small EEG sway."""
+        sf = self.sfreq
+        i0 = round(t0 * sf)
+        nn = min(round(d * sf), self._ev_len - i0)
+        if nn < 8:
+            return
+        env = np.sin(np.pi * np.arange(nn) / nn)
+        ev[_ACC, i0 : i0 + nn] += _narrowband(rng, nn, sf, 2.0, 1.5) * env * rng.uniform(0.02, 0.15)
+        ev[_CHIN, i0 : i0 + nn] += rng.standard_normal(nn) * env * 20.0 * self.person.emg_scale
+
+    # ---------------------------------------------------------------- stimuli
+    def stimulate(self, stimulus: Stimulus) -> None:
+        """Hear a stimulus emitted at ``stimulus.onset_sample`` and respond.
+
+        Response model (audio; light and haptic only count toward arousal):
+
+        1. Evoked slow oscillation (Ngo et al. 2013, Neuron 78:545): a K-complex-like
+           wave, trough 0.5 s after onset, peak 1.0 s, then a spindle phase-locked to that
+           peak (12-15 Hz, ~1 s) and a short train of slow waves (raised slow-wave activity
+           for ~3-5 s). Size = stage gain (N3 1, N2 0.7, N1 0.15, R 0.1, W 0) x loudness
+           gain (logistic, half at 40 dB SPL) x phase gain ``0.2 + 0.8 * ((1 + cos(phase)) /
+           2) ** 2`` with phase the sleeper's own SO phase at onset (0 = up-state peak): a
+           sound in the up-phase evokes up to 5x more than one in the down-phase.
+        2. Arousal: probability ``1 - exp(-s * (0.25 * exp((L - 55) / 5) + 0.15 * max(0,
+           n - 2)))`` with ``s`` the stage sensitivity (N1 1, N2 0.6, R 0.4, N3 0.15), ``L``
+           the level in dB SPL and ``n`` the stimuli in the previous 10 s: at 50 dB about
+           5 % per sound in N2 and 1.4 % in N3, at 65 dB 67 % and 24 %; more than two sounds
+           in 10 s add to it (Bonnet 1986; CLAS studies run at 45-55 dB). An arousal (3-12 s of
+           alpha/beta, damped sleep EEG, chin EMG burst, movement) is a world event; one in
+           four ends in a short awakening (20-60 s of wake signals, stage events W and
+           back).
+
+        Effects are overlays on samples at or after the onset; the draw is seeded by
+        (seed, onset sample, number of stimuli so far), so the same stimuli give the same
+        night.
+        """
+        self._stimuli.append(stimulus)
+        onset = int(stimulus.onset_sample)
+        if not 0 <= onset < self.info.n_samples:
+            return
+        sf = self.sfreq
+        stage = self.stage_at(onset)
+        rng = self._rng(_S_STIM, onset, len(self._stimuli))
+        t_on = onset / sf
+        new_ev: list[dict] = []
+        new_ov: list[_Overlay] = []
+        if stimulus.modality == "audio":
+            phase = self.so_phase(onset)
+            ph_gain = 0.2 + 0.8 * ((1 + math.cos(phase)) / 2) ** 2 if phase is not None else 0.35
+            loud = 1.0 / (1.0 + math.exp(-(stimulus.level - 40.0) / 4.0))
+            gain = _EVOKED_GAIN[stage] * loud * ph_gain
+            if gain > 0.02:
+                new_ov.append(self._evoked_overlay(onset, gain, rng))
+                new_ev.append(
+                    {
+                        "t": t_on,
+                        "event": "evoked",
+                        "stage": stage,
+                        "gain": round(gain, 4),
+                        "phase": None if phase is None else round(math.degrees(phase), 1),
+                    }
+                )
+        # Stimuli heard in the 10 s before this one (onsets kept sorted for the count).
+        recent = bisect.bisect_left(self._onsets, onset) - bisect.bisect_left(
+            self._onsets, onset - round(10.0 * sf)
+        )
+        bisect.insort(self._onsets, onset)
+        level = stimulus.level if stimulus.modality == "audio" else 50.0
+        lam = _AROUSAL_SENS[stage] * (
+            0.25 * math.exp((level - 55.0) / 5.0) + 0.15 * max(0, recent - 2)
+        )
+        if rng.random() < 1.0 - math.exp(-lam):
+            wake = rng.random() < 0.25
+            dur = float(rng.uniform(20.0, 60.0) if wake else rng.uniform(3.0, 12.0))
+            t0 = t_on + float(rng.uniform(0.3, 1.0))
+            key = (3, onset, len(self._stimuli))
+            start = round(t0 * sf)
+            new_ov.append(self._arousal_overlay(start, dur, key))
+            new_ev.append(
+                {"t": t0, "event": "arousal", "duration": round(dur, 2), "cause": "stimulus"}
+            )
+            if wake:
+                new_ev.append({"t": t0, "event": "stage", "stage": "W", "cause": "stimulus"})
+                back = min(t0 + dur, self.info.duration - 1.0 / sf)
+                new_ev.append(
+                    {
+                        "t": back,
+                        "event": "stage",
+                        "stage": self.stage_at(round(back * sf)),
+                        "cause": "stimulus",
+                    }
+                )
+                new_ov.append(self._wake_overlay(start, dur, key))
+        for e in new_ev:
+            self._add_event(e)
+        for ov in new_ov:
+            self._add_overlay(ov)
+
+    def _evoked_overlay(self, onset: int, gain: float, rng: np.random.Generator) -> _Overlay:
+        """Evoked SO + phase-locked spindle + short SO train, scaled by ``gain``."""
+        sf = self.sfreq
+        p = self.person
+        dur = 5.0
+        n = round(dur * sf)
+        amp = gain * p.so_amp * p.eeg_scale * rng.uniform(1.0, 1.4)
+        n_extra = int(rng.integers(1, 4))
+        sp_amp = gain * rng.uniform(12.0, 20.0) * p.eeg_scale
+        sp_f = p.spindle_hz
+        sp_phase = float(rng.uniform(0, 2 * np.pi))
+
+        def build() -> tuple[np.ndarray | None, np.ndarray | None]:
+            tt = np.arange(n) / sf
+            # First wave: trough at 0.5 s, peak at 1.0 s; then n_extra 1-Hz cycles decaying.
+            w = -amp * np.exp(-0.5 * ((tt - 0.5) / 0.13) ** 2)
+            w += 0.75 * amp * np.exp(-0.5 * ((tt - 1.0) / 0.17) ** 2)
+            for i in range(n_extra):
+                a = amp * 0.6 ** (i + 1)
+                w += -a * np.exp(-0.5 * ((tt - 1.5 - i) / 0.14) ** 2)
+                w += 0.75 * a * np.exp(-0.5 * ((tt - 2.0 - i) / 0.17) ** 2)
+            spin = sp_amp * np.exp(-0.5 * ((tt - 1.05) / 0.3) ** 2)
+            spin *= np.sin(2 * np.pi * sp_f * tt + sp_phase)
+            add = np.zeros((6, n))
+            add[_C4] = (w + spin) * 1e-6
+            add[_FPZ] = (1.3 * w + 0.55 * spin) * 1e-6
+            add[_E1] = (0.75 * w + 0.3 * spin) * 1e-6
+            return add, None
+
+        return _Overlay(onset, min(onset + n, self.info.n_samples), build)
+
+    def _wake_overlay(self, start: int, dur: float, key: tuple[int, ...]) -> _Overlay:
+        """A short awakening: alpha, blinks and wake muscle tone over damped sleep EEG."""
+        sf = self.sfreq
+        n = round(dur * sf)
+        p = self.person
+
+        def build() -> tuple[np.ndarray | None, np.ndarray | None]:
+            rng = self._rng(_S_OVERLAY, 4, *key[1:])
+            tt = np.arange(n) / sf
+            env = _smoothstep(tt / 1.0) * _smoothstep((dur - tt) / 2.0)
+            add = np.zeros((6, n))
+            alpha = _narrowband(rng, n, sf, p.alpha_hz, 1.0) * 18.0 * p.eeg_scale
+            beta = _narrowband(rng, n, sf, 20.0, 5.0) * 5.0
+            add[_C4] = (alpha + beta) * env * 1e-6
+            add[_FPZ] = (0.5 * alpha + 1.3 * beta) * env * 1e-6
+            add[_E1] = 0.4 * add[_FPZ]
+            for t0 in rng.uniform(0.5, max(dur - 1.0, 0.6), int(dur / 8) + 1):
+                i0 = round(t0 * sf)
+                bl = rng.uniform(80, 200) * np.exp(
+                    -0.5 * ((tt[: round(0.5 * sf)] - 0.15) / 0.06) ** 2
+                )
+                m = min(len(bl), n - i0)
+                add[_FPZ, i0 : i0 + m] += bl[:m] * 1e-6
+                add[_E1, i0 : i0 + m] += 0.35 * bl[:m] * 1e-6
+            emg = _bandnoise(rng, n, sf, 20.0, min(110.0, sf / 2.2))
+            add[_CHIN] = emg * env * _EMG_RMS["W"] * p.emg_scale * 1e-6
+            return add, 1.0 - 0.65 * env
+
+        return _Overlay(start, min(start + n, self.info.n_samples), build)
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------
+
+
+def _runs(hyp: Sequence[str], stage: str) -> list[tuple[int, int]]:
+    """``[start, stop)`` epoch ranges of consecutive ``stage`` epochs."""
+    runs, start = [], None
+    for i, s in enumerate([*hyp, ""]):
+        if s == stage and start is None:
+            start = i
+        elif s != stage and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
+def _narrowband(rng: np.random.Generator, n: int, sf: float, f0: float, bw: float) -> np.ndarray:
+    """Unit-RMS Gaussian noise with a Gaussian spectral peak at ``f0`` (SD ``bw`` Hz)."""
+    freqs = np.fft.rfftfreq(n, 1.0 / sf)
+    a = np.exp(-0.25 * ((freqs - f0) / bw) ** 2)
+    z = rng.standard_normal((2, len(freqs)))
+    x = np.fft.irfft(a * (z[0] + 1j * z[1]), n=n)
+    return x / max(float(np.sqrt(np.mean(x**2))), 1e-12)
+
+
+def _bandnoise(rng: np.random.Generator, n: int, sf: float, lo: float, hi: float) -> np.ndarray:
+    """Unit-RMS band-limited Gaussian noise between ``lo`` and ``hi`` Hz."""
+    freqs = np.fft.rfftfreq(n, 1.0 / sf)
+    a = ((freqs >= lo) & (freqs <= hi)).astype(float)
+    z = rng.standard_normal((2, len(freqs)))
+    x = np.fft.irfft(a * (z[0] + 1j * z[1]), n=n)
+    return x / max(float(np.sqrt(np.mean(x**2))), 1e-12)
