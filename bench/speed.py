@@ -38,23 +38,18 @@ def _peak_rss_mb() -> float:
 
 
 def virtual_night_raw(hours: float, seed: int, sfreq: float):
-    """The virtual sleeper's night as an MNE Raw (EEG, EOG, EMG), for YASA and replay.
+    """The virtual sleeper's night as an MNE Raw (EEG, EOG, EMG) as the front-end sees it
+    (lead-off as 0, clipped to the ADC range), for YASA and replay.
 
     Returns the Raw, its channel names and the generating hypnogram (one stage per epoch).
     """
     import mne
 
-    from hal import open_source
+    from bench.realism import ADC_RANGE_V, generate_night
 
-    src = open_source(f"sleeper://?seed={seed}&hours={hours:g}", sfreq=sfreq)
-    info = src.info
-    rows = [info.picks("eeg")[0], info.picks("eog")[0], info.picks("emg")[0]]
-    data = src.read(0, info.n_samples)[rows]
-    truth = list(src.hypnogram)
-    src.close()
-    data = np.nan_to_num(data)
-    names = [info.channels[r].name for r in rows]
-    mne_info = mne.create_info(names, sfreq, ["eeg", "eog", "emg"], verbose="error")
+    data, names, truth, sf, _ = generate_night(seed, hours, sfreq=sfreq)
+    data = np.clip(np.nan_to_num(data, nan=0.0), -ADC_RANGE_V, ADC_RANGE_V)
+    mne_info = mne.create_info(names, sf, ["eeg", "eog", "emg"], verbose="error")
     return mne.io.RawArray(data, mne_info, verbose="error"), names, truth
 
 
@@ -65,7 +60,9 @@ def time_yasa(raw, names: list[str]) -> tuple[float, list[str]]:
     t0 = time.perf_counter()
     pred = yasa.SleepStaging(raw, eeg_name=names[0], eog_name=names[1], emg_name=names[2]).predict()
     seconds = time.perf_counter() - t0
-    return seconds, [str(s) for s in np.asarray(pred)]
+    # YASA >= 0.7 returns a Hypnogram object with WAKE/REM labels; older an array of labels.
+    labels = np.asarray(getattr(pred, "hypno", pred)).astype(str)
+    return seconds, [{"WAKE": "W", "REM": "R"}.get(s, s) for s in labels]
 
 
 def time_night(source: str, seed: int) -> tuple[float, dict]:

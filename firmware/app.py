@@ -152,6 +152,27 @@ class Application:
         return self.stager.cycles_per_epoch(n)
 
     # -- the work ---------------------------------------------------------------------------
+    #: When stimulation may start, read this far past the earliest possible onset. Short
+    #: reads waste little after a stimulus cuts them; long ones cost fewer calls.
+    LOOKAHEAD_S = 2.0
+
+    def read_horizon(self, start: int, limit: int) -> int:
+        """Where the next call to :meth:`process` should end (a block boundary <= ``limit``).
+
+        Any horizon gives the same decisions (the app is chunk-invariant); this one only
+        saves work. While the gate is closed nothing can be played before the next epoch
+        decision, so the whole stretch is read at once; when it is open, reading stops a
+        little past the earliest onset the refractory period allows, because a stimulus
+        there would cut the read and the rest would be read again.
+        """
+        if not self._gate_open():
+            return limit
+        refractory = round(self.program.trigger.refractory_s * self.sfreq)
+        earliest = max(start, self.last_onset + refractory)
+        horizon = earliest + round(self.LOOKAHEAD_S * self.sfreq)
+        horizon = -(-horizon // self.block) * self.block  # round up to a block boundary
+        return max(start + self.block, min(limit, horizon))
+
     def _end_of_block(self, index: int) -> int:
         return (index // self.block + 1) * self.block
 

@@ -182,3 +182,20 @@ def test_ngo_pair_plays_a_second_click_one_cycle_later():
         assert 0.5 <= gap <= 2.0  # one slow-oscillation cycle
         # Ngo: 500 ms from the crossing to the first click.
         assert first.onset_index - first.decision_index == pytest.approx(0.5 * SFREQ, abs=2)
+
+
+def test_read_horizon_does_not_change_decisions():
+    app, front, n = _app_and_front()
+    ref = _drive(app, front, n, 7504)
+    app, front, n = _app_and_front()
+    stims, stages, idx = [], [], 0
+    n = n // 8 * 8
+    while idx < n:
+        stop = app.read_horizon(idx, min(idx + 7504, n))
+        assert stop % 8 == 0 and idx < stop <= min(idx + 7504, n)
+        data, flags = front.read(idx, stop)
+        res = app.process(idx, data, flags)
+        stims += res.stims
+        stages += [(s.decision_index, s.decision.stage) for s in res.stages]
+        idx += res.n_consumed
+    assert (stims, stages) == ref
