@@ -120,6 +120,7 @@ class Application:
         self.quality = quality.QualityMonitor(self.sfreq, block)
         self.trigger = make_trigger(program.trigger, self.sfreq, block)
         self._recent_stages: list[str] = []
+        self._n_requested = 0  # stimuli asked for so far (cue sounds cycle with it)
         self.stager = SimpleStager(
             self.sfreq, has_emg=self.row_emg is not None, has_eog=self.row_eog is not None
         )
@@ -269,6 +270,8 @@ class Application:
             return []
         reason = "sham" if self.program.sham else f"so-upphase/{self.program.trigger.kind}"
         detail = {"amplitude_uv": round(cand.amplitude_uv, 1), "freq_hz": round(cand.freq_hz, 3)}
+        detail["sound"] = self.program.stimulus.sound_for(self._n_requested)
+        self._n_requested += 1
         onsets = [cand.target_index]
         if self.program.trigger.pair:
             # Ngo's second click: one cycle of the slow oscillation after the first.

@@ -18,6 +18,8 @@ from hal.base import STAGES, UserInputError, check_option
 
 #: Trigger kinds: phase estimators (firmware.phase) and the simple trough trigger.
 TRIGGER_KINDS = ("echt", "pll", "ngo", "so-upphase")
+#: Sounds the device synthesises itself; anything else must be a .wav file that exists.
+BUILTIN_SOUNDS = ("pink", "click", "tone-440", "tone-660", "tone-880", "chime")
 MODALITIES = ("audio", "light", "haptic")
 
 
@@ -74,12 +76,31 @@ class TriggerSpec:
 
 @dataclass(frozen=True)
 class StimulusSpec:
-    """What is played."""
+    """What is played.
+
+    Attributes
+    ----------
+    modality : str
+        ``"audio"``, ``"light"`` or ``"haptic"``.
+    sound : str
+        A built-in sound (:data:`BUILTIN_SOUNDS`) or a ``.wav`` file.
+    sounds : tuple of str
+        Cue sounds played in turn (targeted memory reactivation); empty: ``sound`` always.
+    level_db : float
+        Audio level in dB SPL (light: percent intensity, haptic: percent drive).
+    duration_s : float
+        Pulse length in seconds.
+    """
 
     modality: str = "audio"
     sound: str = "pink"
+    sounds: tuple[str, ...] = ()
     level_db: float = 50.0
     duration_s: float = 0.05
+
+    def sound_for(self, k: int) -> str:
+        """The sound of the ``k``-th stimulus of the night (cues cycle in order)."""
+        return self.sounds[k % len(self.sounds)] if self.sounds else self.sound
 
 
 @dataclass(frozen=True)
@@ -113,6 +134,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "stimulus": {
         "modality": str,
         "sound": str,
+        "sounds": list,
         "level_db": (int, float),
         "duration_s": (int, float),
     },
@@ -141,6 +163,23 @@ def _check_table(where: str, table: dict[str, Any], source: str) -> None:
                 f"Invalid type for '{prefix}{key}' in '{source}': expected {names}, "
                 f"got {type(value).__name__} {value!r}."
             )
+
+
+def _check_sound(name: str, sound: object, base: Path | None, source: str) -> None:
+    if not isinstance(sound, str):
+        raise UserInputError(
+            f"Invalid type for '{name}' in '{source}': expected str, got {sound!r}."
+        )
+    if sound in BUILTIN_SOUNDS:
+        return
+    if not sound.endswith(".wav"):
+        check_option(f"{name}' in '{source}", sound, BUILTIN_SOUNDS)
+    path = Path(sound) if base is None else base / sound
+    if not path.is_file():
+        raise UserInputError(
+            f"Missing stimulus file for '{name}' in '{source}': {path} does not exist "
+            f"(expected a .wav file, or one of {', '.join(BUILTIN_SOUNDS)})."
+        )
 
 
 def _in_range(name: str, value: float, low: float, high: float, source: str) -> None:
@@ -185,7 +224,14 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
     if trig.threshold_uv is not None:
         _in_range("trigger.threshold_uv", trig.threshold_uv, -300.0, 0.0, source)
     _in_range("trigger.refractory_s", trig.refractory_s, 0.5, 60.0, source)
-    stim = StimulusSpec(**data.get("stimulus", {}))
+    stim_data = dict(data.get("stimulus", {}))
+    stim_data["sounds"] = tuple(stim_data.get("sounds", ()))
+    stim = StimulusSpec(**stim_data)
+    base = Path(source).parent if Path(source).suffix == ".toml" else None
+    for name, sound in [("stimulus.sound", stim.sound)] + [
+        (f"stimulus.sounds[{k}]", x) for k, x in enumerate(stim.sounds)
+    ]:
+        _check_sound(name, sound, base, source)
     check_option(f"stimulus.modality' in '{source}", stim.modality, MODALITIES)
     _in_range("stimulus.duration_s", stim.duration_s, 0.001, 5.0, source)
     _in_range("stimulus.level_db", stim.level_db, 0.0, 120.0, source)
@@ -229,3 +275,37 @@ def load_program(name_or_path: str) -> Program:
     except tomllib.TOMLDecodeError as err:
         raise UserInputError(f"Malformed program file {source}: {err}") from None
     return parse_program(data, source)
+
+
+def check_against_limits(program: Program, limits) -> None:
+    """Refuse, before the night starts, a program whose stimulus the limits forbid.
+
+    Parameters
+    ----------
+    program : Program
+        The validated program.
+    limits : hal.interlock.Limits
+        The interlock's limits for this night.
+
+    Raises
+    ------
+    UserInputError
+        Naming the program's field and the limit it breaks.
+    """
+    stim = program.stimulus
+    checks = {
+        "audio": ("stimulus.level_db", stim.level_db, "max_level_db", limits.max_level_db),
+        "light": ("stimulus.level_db", stim.level_db, "max_light_pct", limits.max_light_pct),
+        "haptic": ("stimulus.level_db", stim.level_db, "max_haptic_pct", limits.max_haptic_pct),
+    }
+    field_name, value, limit_name, limit = checks[stim.modality]
+    for fname, fvalue, lname, lvalue in (
+        (field_name, value, limit_name, limit),
+        ("stimulus.duration_s", stim.duration_s, "max_pulse_s", limits.max_pulse_s),
+    ):
+        if fvalue > lvalue:
+            raise UserInputError(
+                f"Program '{program.name}' asks for {fname} = {fvalue}, beyond the safety "
+                f"limit {lname} = {lvalue}: lower it (requests beyond a limit are refused, "
+                f"never clipped)."
+            )

@@ -46,3 +46,40 @@ def test_bad_program_files_name_the_field(tmp_path, text, message):
 def test_missing_program_file():
     with pytest.raises(UserInputError, match="No such program file"):
         load_program("/nonexistent/prog.toml")
+
+
+def test_tmr_cycles_through_its_cues():
+    tmr = load_program("tmr")
+    assert tmr.stimulus.sounds and [tmr.stimulus.sound_for(k) for k in range(4)] == [
+        "tone-440",
+        "tone-660",
+        "tone-880",
+        "tone-440",
+    ]
+
+
+def test_cue_files_are_resolved_next_to_the_program(tmp_path):
+    (tmp_path / "cues").mkdir()
+    (tmp_path / "cues" / "a.wav").write_bytes(b"RIFF")
+    path = tmp_path / "p.toml"
+    path.write_text('name = "x"\n[stimulus]\nsounds = ["cues/a.wav", "chime"]')
+    assert load_program(str(path)).stimulus.sounds == ("cues/a.wav", "chime")
+    path.write_text('name = "x"\n[stimulus]\nsounds = ["cues/missing.wav"]')
+    with pytest.raises(UserInputError, match=r"Missing stimulus file.*sounds\[0\].*missing.wav"):
+        load_program(str(path))
+    path.write_text('name = "x"\n[stimulus]\nsound = "pinkk"')
+    with pytest.raises(UserInputError, match="Did you mean 'pink'"):
+        load_program(str(path))
+
+
+def test_a_program_the_limits_forbid_is_refused_before_the_night():
+    from firmware.program import check_against_limits, parse_program
+    from hal.interlock import Limits
+
+    loud = parse_program({"name": "loud", "stimulus": {"level_db": 58.0}})
+    with pytest.raises(UserInputError, match=r"stimulus.level_db = 58.0.*max_level_db = 55.0"):
+        check_against_limits(loud, Limits())
+    long = parse_program({"name": "long", "stimulus": {"duration_s": 0.5}})
+    with pytest.raises(UserInputError, match=r"stimulus.duration_s.*max_pulse_s"):
+        check_against_limits(long, Limits())
+    check_against_limits(load_program("clas"), Limits())  # the built-ins fit the defaults
