@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from firmware import quality
-from firmware.dsp import CausalFilter
 from firmware.phase import Candidate, make_estimator
 from firmware.program import Program, TriggerSpec
-from firmware.stager import EpochDecision, SimpleStager
+from firmware.stager import EpochDecision
+from firmware.staging import OnlineStager
 from firmware.trigger import SimpleUpPhase
 from hal.base import SourceInfo, UserInputError
 
@@ -116,16 +116,15 @@ class Application:
         self.row_emg = (info.picks("emg") or [None])[0]
         self.n_channels = len(info.channels)
         self.latency_samples = output_latency_s * self.sfreq
-        self.so_filter = CausalFilter((0.5, 2.0), self.sfreq, order=2)
         self.quality = quality.QualityMonitor(self.sfreq, block)
         self.trigger = make_trigger(program.trigger, self.sfreq, block)
         self._recent_stages: list[str] = []
         self._n_requested = 0  # stimuli asked for so far (cue sounds cycle with it)
-        self.stager = SimpleStager(
-            self.sfreq, has_emg=self.row_emg is not None, has_eog=self.row_eog is not None
+        self.stager = OnlineStager(
+            self.sfreq, has_eog=self.row_eog is not None, has_emg=self.row_emg is not None
         )
         self.n_epoch = self.stager.n_epoch
-        self._buf = np.zeros((4, self.n_epoch))  # eeg, so band, eog, emg of the open epoch
+        self._buf = np.zeros((3, self.n_epoch))  # eeg, eog, emg of the open epoch
         self._buf_bad = 0
         self._buf_fill = 0
         self._epoch = 0
@@ -140,7 +139,7 @@ class Application:
         """Cycles of the per-block work (acquisition ISR plus dsp/quality/trigger task)."""
         b = self.block
         acq = ACQ_CYCLES_PER_BLOCK + ACQ_CYCLES_PER_CHANNEL_SAMPLE * self.n_channels * b
-        dsp = (self.so_filter.cycles_per_sample + quality.CYCLES_PER_SAMPLE) * b
+        dsp = quality.CYCLES_PER_SAMPLE * b
         return acq + dsp + trigger_cycles_per_block(self.trigger, b)
 
     def acquisition_cycles(self) -> int:
@@ -149,8 +148,7 @@ class Application:
 
     def staging_cycles(self) -> int:
         """Cycles of one epoch decision."""
-        n = 1 + (self.row_eog is not None) + (self.row_emg is not None)
-        return self.stager.cycles_per_epoch(n)
+        return self.stager.cycles_per_epoch()
 
     # -- the work ---------------------------------------------------------------------------
     #: When stimulation may start, read this far past the earliest possible onset. Short
@@ -202,8 +200,6 @@ class Application:
         if n % self.block:
             raise ValueError(f"Expected whole blocks of {self.block} samples, got {n}.")
         eeg = data[self.row_eeg]
-        so, so_state = self.so_filter.peek(eeg[np.newaxis])
-        so = so[0]
         causes, q_scan = self.quality.peek(eeg, flags[self.row_eeg])
         t_snapshot = self.trigger.snapshot()
         cands = self.trigger.scan(eeg, start)
@@ -228,10 +224,6 @@ class Application:
                 end = min(end, reqs[0].onset_index // self.block * self.block - start)
 
         n_blocks = end // self.block
-        if end == n:
-            self.so_filter.zi = so_state
-        else:  # the samples after the cut will be read again: take the state at the cut
-            self.so_filter.commit(eeg[np.newaxis, :end])
         self.quality.commit(q_scan.state(n_blocks))
         if end < n:
             self.trigger.restore(t_snapshot)
@@ -241,7 +233,7 @@ class Application:
             last_bad = start + (np.flatnonzero(causes)[-1] + 1) * self.block
             self.bad_until = max(self.bad_until, last_bad + holdoff)
         logs = self._log_bad_stretches(start, causes)
-        stages = self._feed_stager(start, data[:, :end], so[:end], causes)
+        stages = self._feed_stager(start, data[:, :end], causes)
         self.next_index = start + end
         return ChunkResult(end, stims, stages, logs)
 
@@ -308,15 +300,25 @@ class Application:
             "cause": cause,
         }
 
+    def _adopt(self, dec: EpochDecision) -> None:
+        self.stage = dec.stage
+        self._recent_stages = [*self._recent_stages[-19:], dec.stage]
+
     def finish(self) -> list[dict]:
         """Close an open bad-signal stretch at the end of the night."""
         if self._bad_run is None:
             return []
         return [self._close_bad_run(self.next_index)]
 
-    def _feed_stager(
-        self, start: int, data: np.ndarray, so: np.ndarray, causes: np.ndarray
-    ) -> list[StageDecision]:
+    def finish_stages(self) -> list[StageDecision]:
+        """Decide the epoch the stager still holds when the night ends."""
+        out = []
+        for dec in self.stager.flush():
+            self._adopt(dec)
+            out.append(StageDecision(self.next_index, dec))
+        return out
+
+    def _feed_stager(self, start: int, data: np.ndarray, causes: np.ndarray) -> list[StageDecision]:
         out: list[StageDecision] = []
         bad_samples = np.repeat(causes != 0, self.block)
         pos, n = 0, data.shape[1]
@@ -324,27 +326,28 @@ class Application:
             take = min(n - pos, self.n_epoch - self._buf_fill)
             sl = slice(self._buf_fill, self._buf_fill + take)
             self._buf[0, sl] = data[self.row_eeg, pos : pos + take]
-            self._buf[1, sl] = so[pos : pos + take]
             if self.row_eog is not None:
-                self._buf[2, sl] = data[self.row_eog, pos : pos + take]
+                self._buf[1, sl] = data[self.row_eog, pos : pos + take]
             if self.row_emg is not None:
-                self._buf[3, sl] = data[self.row_emg, pos : pos + take]
+                self._buf[2, sl] = data[self.row_emg, pos : pos + take]
             self._buf_bad += int(bad_samples[pos : pos + take].sum())
             self._buf_fill += take
             pos += take
             if self._buf_fill == self.n_epoch:
-                feats = self.stager.features(
-                    self._buf[0],
-                    self._buf[1],
-                    self._buf[2] if self.row_eog is not None else None,
-                    self._buf[3] if self.row_emg is not None else None,
-                )
                 bad = self._buf_bad > self.n_epoch // 2
-                dec = self.stager.decide(self._epoch, feats, bad)
-                self.stage = dec.stage
-                self._recent_stages = [*self._recent_stages[-19:], dec.stage]
-                epoch_end = (self._epoch + 1) * self.n_epoch
-                out.append(StageDecision(self._end_of_block(epoch_end - 1), dec))
+                decisions = self.stager.push_epoch(
+                    self._buf[0],
+                    self._buf[1] if self.row_eog is not None else None,
+                    self._buf[2] if self.row_emg is not None else None,
+                    bad,
+                )
+                # The stager may hold an epoch until the next one has arrived (one epoch of
+                # look-ahead): its decision is known at the end of the block in which the
+                # newer epoch ends.
+                known = self._end_of_block((self._epoch + 1) * self.n_epoch - 1)
+                for dec in decisions:
+                    self._adopt(dec)
+                    out.append(StageDecision(known, dec))
                 self._epoch += 1
                 self._buf_fill = 0
                 self._buf_bad = 0

@@ -130,7 +130,10 @@ def test_application_decisions_do_not_depend_on_chunking():
         app, front, n = _app_and_front()
         assert _drive(app, front, n, chunk) == ref
     stims, stages = ref
-    assert len(stages) == 8 and all(s == "N3" for _, s in stages[1:])
+    # Eight epochs; the stager holds each until the next has arrived (one epoch of
+    # look-ahead), so seven are decided in the stream and the last one at the end.
+    assert len(stages) == 7 and all(s == "N3" for _, s in stages[1:])
+    assert [k for k, _ in stages][:2] == [15000, 22504]
     # Stimulation starts only once an epoch was staged N2/N3, then respects the refractory.
     assert stims and stims[0].decision_index >= stages[0][0]
     onsets = np.array([s.onset_index for s in stims])
@@ -138,15 +141,15 @@ def test_application_decisions_do_not_depend_on_chunking():
 
 
 def test_application_withholds_stimulation_on_bad_signal():
-    eeg = slow_wave_eeg(180, SFREQ, seed=2)
-    eeg[int(100 * SFREQ) : int(120 * SFREQ)] = np.nan  # 20 s of lead-off
+    eeg = slow_wave_eeg(240, SFREQ, seed=2)
+    eeg[int(130 * SFREQ) : int(150 * SFREQ)] = np.nan  # 20 s of lead-off
     src = ArraySource(eeg[np.newaxis], SFREQ, [("C4-M1", "eeg")])
     front = FrontEnd(src, AdcModel(), seed=0)
     app = Application(load_program("clas"), src.info, 8, 0.015)
     stims, _ = _drive(app, front, src.info.n_samples, 7504)
     onsets = np.array([s.decision_index for s in stims]) / SFREQ
-    assert np.sum(onsets < 100) > 5 and np.sum(onsets > 126) > 5
-    assert not np.any((onsets >= 100) & (onsets < 125))  # the stretch and a 5-s hold-off
+    assert np.sum(onsets < 130) > 5 and np.sum(onsets > 156) > 5
+    assert not np.any((onsets >= 130) & (onsets < 155))  # the stretch and a 5-s hold-off
 
 
 def test_application_needs_an_eeg_channel():
