@@ -192,9 +192,62 @@ def metrics(targets: np.ndarray, truth_deg: np.ndarray, rec: Recording) -> dict:
     }
 
 
-def run(recordings: list[Recording], estimators: list[str], ngo_threshold: float = -80.0) -> dict:
-    """Run every estimator over every recording; metrics per recording and pooled."""
-    result: dict = {"gate": "expert hypnogram (oracle), 30-s epochs N2/N3", "estimators": {}}
+def run_app(rec: Recording, name: str, ngo_threshold: float = -80.0) -> list[int]:
+    """Run the whole application firmware over a recording; return the onsets it asks for.
+
+    This is the device's own gating: its online stager (one epoch late, stable N2/N3 for
+    two epochs), its signal-quality hold-off, refractory period and timer rule, on the
+    samples an ADS1299-like front-end delivers.
+    """
+    from firmware.app import Application
+    from firmware.program import parse_program
+    from hal.adc import AdcModel, FrontEnd
+    from hal.base import ChannelSpec, SourceInfo
+    from hal.recording import RecordingSource
+
+    trigger = {"kind": name, "refractory_s": 2.5}
+    if name == "ngo":
+        trigger["threshold_uv"] = ngo_threshold
+    program = parse_program(
+        {
+            "name": f"bench-{name}",
+            "gate": {"stages": list(SLEEP_GATE), "stable_epochs": 2},
+            "trigger": trigger,
+        },
+        "bench",
+    )
+    info = SourceInfo(FS, (ChannelSpec("EEG", "eeg"),), rec.x_uv.size, rec.name)
+    source = RecordingSource(rec.x_uv[np.newaxis] * 1e-6, info)
+    front = FrontEnd(source, AdcModel(), seed=0)
+    app = Application(program, info, BLOCK, output_latency_s=0.015)
+    onsets: list[int] = []
+    idx, n = 0, rec.x_uv.size // BLOCK * BLOCK
+    while idx < n:
+        stop = app.read_horizon(idx, min(idx + 7504, n))
+        data, flags = front.read(idx, stop)
+        res = app.process(idx, data, flags)
+        onsets += [r.onset_index for r in res.stims]
+        idx += res.n_consumed
+    return onsets
+
+
+def run(
+    recordings: list[Recording],
+    estimators: list[str],
+    ngo_threshold: float = -80.0,
+    online: bool = False,
+) -> dict:
+    """Run every estimator over every recording; metrics per recording and pooled.
+
+    With ``online`` the whole firmware runs (its own online stager gates); otherwise the
+    estimators' candidates go through the emulated gate with the expert hypnogram.
+    """
+    gate_name = (
+        "online stager of the firmware (causal), the whole application"
+        if online
+        else "expert hypnogram (oracle), 30-s epochs N2/N3"
+    )
+    result: dict = {"gate": gate_name, "estimators": {}}
     pooled: dict[str, list] = {e: [] for e in estimators}
     for rec in recordings:
         truth = ground_truth_phase(rec.x_uv, FS)
@@ -203,10 +256,13 @@ def run(recordings: list[Recording], estimators: list[str], ngo_threshold: float
             kw = {"threshold_uv": ngo_threshold} if name == "ngo" else {}
             est = make_estimator(name, FS, BLOCK, **kw)
             t0 = time.perf_counter()
-            cands = est.scan(rec.x_uv, 0)
+            if online:
+                targets = np.array(run_app(rec, name, ngo_threshold), dtype=int)
+            else:
+                cands = est.scan(rec.x_uv, 0)
+                kept = gate(cands, rec.x_uv, sleep_ok)
+                targets = np.array([c.target_index for c in kept], dtype=int)
             dt = time.perf_counter() - t0
-            kept = gate(cands, rec.x_uv, sleep_ok)
-            targets = np.array([c.target_index for c in kept], dtype=int)
             m = metrics(targets, truth, rec)
             m["scan_s_per_hour"] = round(dt / (rec.x_uv.size / FS / 3600), 4)
             result["estimators"].setdefault(name, {})[rec.name] = m
@@ -284,6 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sfreq", type=float, help="rate of a .txt recording")
     p.add_argument("--estimators", default="echt,pll,ngo")
     p.add_argument("--ngo-threshold", type=float, default=-80.0)
+    p.add_argument(
+        "--gate",
+        choices=("expert", "online"),
+        default="online",
+        help="stage gate: the firmware's own online stager (default, what the device does) "
+        "or the expert hypnogram (an oracle, to judge the estimators alone)",
+    )
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     if args.dreams:
@@ -292,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.channel is None and args.recording.suffix != ".txt":
             p.error("--recording needs --channel")
         recs = [load_recording(args.recording, args.channel, args.hypnogram, args.sfreq)]
-    result = run(recs, args.estimators.split(","), args.ngo_threshold)
+    result = run(recs, args.estimators.split(","), args.ngo_threshold, args.gate == "online")
     result["wall_s"] = round(time.perf_counter() - t0, 2)
     print(format_table(result))
     print(json.dumps(result))
