@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from firmware import quality
+from firmware.detectors import ArousalDetector
 from firmware.phase import Candidate, make_estimator
 from firmware.program import Program, TriggerSpec
 from firmware.stager import EpochDecision
 from firmware.staging import OnlineStager
-from firmware.trigger import SimpleUpPhase
+from firmware.trigger import SimpleUpPhase, SpindleCue
 from hal.base import SourceInfo, UserInputError
 
 logger = logging.getLogger(__name__)
@@ -40,8 +41,10 @@ MODULATION_CYCLES = 3_000
 BAD_SIGNAL_HOLDOFF_S = 5.0
 
 
-def make_trigger(spec: TriggerSpec, sfreq: float, block: int):
-    """Build the program's trigger (a phase estimator or the simple trough trigger)."""
+def make_trigger(spec: TriggerSpec, sfreq: float, block: int, output_latency_s: float = 0.015):
+    """Build the program's trigger (a phase estimator, the trough trigger, a spindle cue)."""
+    if spec.kind == "spindle":
+        return SpindleCue(sfreq, block, output_latency_s)
     options = {} if spec.threshold_uv is None else {"threshold_uv": spec.threshold_uv}
     if spec.kind == "so-upphase":
         return SimpleUpPhase(sfreq, block, **options)
@@ -117,7 +120,18 @@ class Application:
         self.n_channels = len(info.channels)
         self.latency_samples = output_latency_s * self.sfreq
         self.quality = quality.QualityMonitor(self.sfreq, block)
-        self.trigger = make_trigger(program.trigger, self.sfreq, block)
+        self.trigger = make_trigger(program.trigger, self.sfreq, block, output_latency_s)
+        self.row_accel = (info.picks("accel") or [None])[0]
+        self.arousal = ArousalDetector(
+            self.sfreq,
+            block,
+            has_emg=self.row_emg is not None,
+            accel_axes=0 if self.row_accel is None else 1,
+        )
+        self._arousal_rows = [
+            r for r in (self.row_eeg, self.row_emg, self.row_accel) if r is not None
+        ]
+        self.paused_until = -(10**12)  # stimulation paused after an arousal until then
         self._recent_stages: list[str] = []
         self._n_requested = 0  # stimuli asked for so far (cue sounds cycle with it)
         self.stager = OnlineStager(
@@ -139,7 +153,7 @@ class Application:
         """Cycles of the per-block work (acquisition ISR plus dsp/quality/trigger task)."""
         b = self.block
         acq = ACQ_CYCLES_PER_BLOCK + ACQ_CYCLES_PER_CHANNEL_SAMPLE * self.n_channels * b
-        dsp = quality.CYCLES_PER_SAMPLE * b
+        dsp = (quality.CYCLES_PER_SAMPLE + int(self.arousal.cycles_per_sample)) * b
         return acq + dsp + trigger_cycles_per_block(self.trigger, b)
 
     def acquisition_cycles(self) -> int:
@@ -203,6 +217,11 @@ class Application:
         causes, q_scan = self.quality.peek(eeg, flags[self.row_eeg])
         t_snapshot = self.trigger.snapshot()
         cands = self.trigger.scan(eeg, start)
+        a_snapshot = self.arousal.snapshot()
+        a_rows = data[self._arousal_rows]
+        arousals = self.arousal.scan(a_rows if a_rows.shape[0] > 1 else a_rows[0], start)
+        # Early arousal decisions pause stimulation (the moment a sign of waking shows).
+        pauses = np.array([e.decision_index for e in arousals if not e.confirmed], dtype=np.int64)
 
         # Bad blocks withhold stimulation from their first sample until the hold-off ends.
         bad_blocks = np.flatnonzero(causes)
@@ -218,7 +237,7 @@ class Application:
         for cand in cands:
             if cand.decision_index - start >= end:
                 break
-            reqs = self._consider(cand, start, bad_blocks, holdoff)
+            reqs = self._consider(cand, start, bad_blocks, holdoff, pauses)
             if reqs:
                 stims.extend(reqs)
                 end = min(end, reqs[0].onset_index // self.block * self.block - start)
@@ -228,6 +247,13 @@ class Application:
         if end < n:
             self.trigger.restore(t_snapshot)
             self.trigger.scan(eeg[:end], start)
+            self.arousal.restore(a_snapshot)
+            prefix = a_rows[:, :end]
+            arousals = self.arousal.scan(prefix if prefix.shape[0] > 1 else prefix[0], start)
+        pause = round(self.program.gate.pause_after_arousal_s * self.sfreq)
+        for ev in arousals:
+            if not ev.confirmed:
+                self.paused_until = max(self.paused_until, ev.decision_index + pause)
         causes = causes[:n_blocks]
         if causes.any():
             last_bad = start + (np.flatnonzero(causes)[-1] + 1) * self.block
@@ -243,12 +269,21 @@ class Application:
         return len(recent) == gate.stable_epochs and all(s in gate.stages for s in recent)
 
     def _consider(
-        self, cand: Candidate, start: int, bad_blocks: np.ndarray, holdoff: int
+        self,
+        cand: Candidate,
+        start: int,
+        bad_blocks: np.ndarray,
+        holdoff: int,
+        pauses: np.ndarray,
     ) -> list[StimRequest]:
         d = cand.decision_index
         if not self._gate_open():
             return []
-        if d < self.bad_until:
+        if d < self.bad_until or d < self.paused_until:
+            return []
+        # An arousal decided earlier in this chunk pauses it too.
+        recent = pauses[pauses <= d]
+        if recent.size and d < recent[-1] + self.program.gate.pause_after_arousal_s * self.sfreq:
             return []
         # A bad block earlier in this chunk (or the decision's own block) withholds it too.
         prior = bad_blocks[bad_blocks <= (d - start) // self.block]
@@ -260,7 +295,9 @@ class Application:
         fire = cand.target_index - self.latency_samples
         if fire <= self._end_of_block(d):
             return []
-        reason = "sham" if self.program.sham else f"so-upphase/{self.program.trigger.kind}"
+        kind = self.program.trigger.kind
+        cue = "spindle" if kind == "spindle" else f"so-upphase/{kind}"
+        reason = "sham" if self.program.sham else cue
         detail = {"amplitude_uv": round(cand.amplitude_uv, 1), "freq_hz": round(cand.freq_hz, 3)}
         detail["sound"] = self.program.stimulus.sound_for(self._n_requested)
         self._n_requested += 1

@@ -17,7 +17,7 @@ from typing import Any
 from hal.base import STAGES, UserInputError, check_option
 
 #: Trigger kinds: phase estimators (firmware.phase) and the simple trough trigger.
-TRIGGER_KINDS = ("echt", "pll", "ngo", "so-upphase")
+TRIGGER_KINDS = ("echt", "pll", "ngo", "so-upphase", "spindle")
 #: Sounds the device synthesises itself; anything else must be a .wav file that exists.
 BUILTIN_SOUNDS = ("pink", "click", "tone-440", "tone-660", "tone-880", "chime")
 MODALITIES = ("audio", "light", "haptic")
@@ -42,10 +42,13 @@ class Gate:
     stable_epochs : int
         How many of the last decided epochs must all be in ``stages`` (Dreem waits for a
         stretch of stable sleep before it starts).
+    pause_after_arousal_s : float
+        No stimulus for this long after an arousal or movement is detected.
     """
 
     stages: tuple[str, ...] = ("N2", "N3")
     stable_epochs: int = 1
+    pause_after_arousal_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "trigger": dict,
         "stimulus": dict,
     },
-    "gate": {"stages": list, "stable_epochs": int},
+    "gate": {"stages": list, "stable_epochs": int, "pause_after_arousal_s": (int, float)},
     "trigger": {
         "kind": str,
         "threshold_uv": (int, float),
@@ -219,6 +222,9 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
         check_option(f"gate.stages' in '{source}", stage, STAGES)
     stable = gate_data.get("stable_epochs", Gate.stable_epochs)
     _in_range("gate.stable_epochs", stable, 1, 20, source)
+    _in_range(
+        "gate.pause_after_arousal_s", gate_data.get("pause_after_arousal_s", 10.0), 0, 600, source
+    )
     trig = TriggerSpec(**data.get("trigger", {}))
     check_option(f"trigger.kind' in '{source}", trig.kind, TRIGGER_KINDS)
     if trig.threshold_uv is not None:
@@ -239,7 +245,11 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
         name=data["name"],
         description=data.get("description", ""),
         sham=data.get("sham", False),
-        gate=Gate(stages=stages, stable_epochs=stable),
+        gate=Gate(
+            stages=stages,
+            stable_epochs=stable,
+            pause_after_arousal_s=gate_data.get("pause_after_arousal_s", 10.0),
+        ),
         trigger=trig,
         stimulus=stim,
     )

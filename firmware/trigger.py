@@ -152,3 +152,58 @@ class SimpleUpPhase:
         self.filter.zi = zi.copy()
         self.trigger.prev = prev.copy()
         self.trigger.last_zc_down = last
+
+
+class SpindleCue:
+    """Cue at a detected spindle (Portiloop-style): the detector's early decision, about
+    0.4 s into the spindle, becomes a candidate played as soon as the timer allows.
+
+    Parameters
+    ----------
+    sfreq : float
+        Sampling rate in Hz.
+    block : int
+        Samples per DMA block.
+    output_latency_s : float
+        The transducer's latency: the cue is timed to reach the ear right after the timer
+        can fire.
+    """
+
+    name = "spindle"
+
+    def __init__(self, sfreq: float, block: int, output_latency_s: float = 0.015) -> None:
+        from firmware.detectors import SpindleDetector
+
+        self.sfreq = sfreq
+        self.block = block
+        self.detector = SpindleDetector(sfreq, block)
+        self.lead = int(np.ceil(output_latency_s * sfreq)) + 1
+
+    @property
+    def cycles_per_sample(self) -> int:
+        """Declared MCU cost per sample (the detector's)."""
+        return int(self.detector.cycles_per_sample)
+
+    def scan(self, x_uv: np.ndarray, start: int) -> list:
+        """Process the next samples; one candidate per early spindle decision."""
+        from firmware.phase import Candidate as PhaseCandidate
+
+        out = []
+        for ev in self.detector.scan(x_uv, start):
+            if ev.confirmed:
+                continue
+            block_end = (ev.decision_index // self.block + 1) * self.block
+            out.append(
+                PhaseCandidate(
+                    ev.decision_index, block_end + self.lead, -ev.amplitude_uv, ev.freq_hz, 0.0
+                )
+            )
+        return out
+
+    def snapshot(self) -> object:
+        """A copy of the full state."""
+        return self.detector.snapshot()
+
+    def restore(self, state: object) -> None:
+        """Return to a state taken by :meth:`snapshot`."""
+        self.detector.restore(state)

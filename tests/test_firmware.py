@@ -160,7 +160,7 @@ def test_application_needs_an_eeg_channel():
         Application(load_program("clas"), src.info, 8, 0.015)
 
 
-@pytest.mark.parametrize("program", ["clas", "clas-ngo", "sham"])
+@pytest.mark.parametrize("program", ["clas", "clas-ngo", "sham", "tmr"])
 def test_every_builtin_program_decides_identically_in_chunks(program):
     def run(chunk):
         eeg = slow_wave_eeg(150, SFREQ, seed=5, amp_uv=110)
@@ -202,3 +202,45 @@ def test_read_horizon_does_not_change_decisions():
         stages += [(s.decision_index, s.decision.stage) for s in res.stages]
         idx += res.n_consumed
     assert (stims, stages) == ref
+
+
+def test_an_arousal_pauses_stimulation():
+    eeg = slow_wave_eeg(240, SFREQ, seed=6, amp_uv=110)
+    rng = np.random.default_rng(1)
+    emg = 3e-6 * rng.standard_normal(eeg.size)
+    burst = slice(int(150 * SFREQ), int(156 * SFREQ))
+    emg[burst] = 60e-6 * rng.standard_normal(int(6 * SFREQ))  # a 6-s chin EMG burst
+    src = ArraySource(np.vstack([eeg, emg]), SFREQ, [("C4-M1", "eeg"), ("Chin", "emg")])
+    app = Application(load_program("clas"), src.info, 8, 0.015)
+    stims, _ = _drive(app, FrontEnd(src, AdcModel(), seed=0), src.info.n_samples, 7504)
+    decided = np.array([s.decision_index for s in stims]) / SFREQ
+    assert np.sum(decided < 150) > 5 and np.sum(decided > 170) > 5
+    # Paused from the burst's detection (about 1 s in) for pause_after_arousal_s = 10 s.
+    assert not np.any((decided >= 151) & (decided < 160))
+
+
+def spindly_eeg(seconds, seed):
+    """N2-like test EEG: small slow waves and a 13-Hz, 1-s spindle every 6 s (volts)."""
+    x = slow_wave_eeg(seconds, SFREQ, seed=seed, amp_uv=25)
+    t = np.arange(int(1.0 * SFREQ)) / SFREQ
+    spindle = 30e-6 * np.sin(2 * np.pi * 13 * t) * np.hanning(t.size)
+    for onset in np.arange(3.0, seconds - 2, 6.0):
+        i = int(onset * SFREQ)
+        x[i : i + t.size] += spindle
+    return x
+
+
+def test_spindle_cue_cues_each_spindle_soon_after_it_starts():
+    def run(chunk):
+        src = ArraySource(spindly_eeg(240, 7)[np.newaxis], SFREQ, [("C4-M1", "eeg")])
+        app = Application(load_program("spindle-cue"), src.info, 8, 0.015)
+        stims, stages = _drive(app, FrontEnd(src, AdcModel(), seed=0), src.info.n_samples, chunk)
+        return stims, stages
+
+    stims, stages = run(7504)
+    assert stims, f"no cue; stages were {[s for _, s in stages]}"
+    assert run(8) == (stims, stages)
+    for s in stims:
+        into = (s.onset_index / SFREQ - 3.0) % 6.0  # time since the spindle began
+        assert 0.2 < into < 1.0, into
+        assert s.detail["sound"] == "click"
