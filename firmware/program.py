@@ -149,7 +149,7 @@ def _check_table(where: str, table: dict[str, Any], source: str) -> None:
     prefix = f"{where}." if where else ""
     for key, value in table.items():
         if key not in schema:
-            check_option(f"{prefix}{key}' in '{source}", key, sorted(schema))
+            check_option(f"{prefix}{key}", key, sorted(schema), where=source)
         expected = schema[key]
         # bool is an int in Python; a number field must not accept true/false.
         if isinstance(value, bool) and expected is not bool:
@@ -176,7 +176,7 @@ def _check_sound(name: str, sound: object, base: Path | None, source: str) -> No
     if sound in BUILTIN_SOUNDS:
         return
     if not sound.endswith(".wav"):
-        check_option(f"{name}' in '{source}", sound, BUILTIN_SOUNDS)
+        check_option(name, sound, BUILTIN_SOUNDS, where=source)
     path = Path(sound) if base is None else base / sound
     if not path.is_file():
         raise UserInputError(
@@ -219,14 +219,14 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
             f"{', '.join(STAGES)}, got an empty list (the program could never act)."
         )
     for stage in stages:
-        check_option(f"gate.stages' in '{source}", stage, STAGES)
+        check_option("gate.stages", stage, STAGES, where=source)
     stable = gate_data.get("stable_epochs", Gate.stable_epochs)
     _in_range("gate.stable_epochs", stable, 1, 20, source)
     _in_range(
         "gate.pause_after_arousal_s", gate_data.get("pause_after_arousal_s", 10.0), 0, 600, source
     )
     trig = TriggerSpec(**data.get("trigger", {}))
-    check_option(f"trigger.kind' in '{source}", trig.kind, TRIGGER_KINDS)
+    check_option("trigger.kind", trig.kind, TRIGGER_KINDS, where=source)
     if trig.threshold_uv is not None:
         _in_range("trigger.threshold_uv", trig.threshold_uv, -300.0, 0.0, source)
     _in_range("trigger.refractory_s", trig.refractory_s, 0.5, 60.0, source)
@@ -238,7 +238,7 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
         (f"stimulus.sounds[{k}]", x) for k, x in enumerate(stim.sounds)
     ]:
         _check_sound(name, sound, base, source)
-    check_option(f"stimulus.modality' in '{source}", stim.modality, MODALITIES)
+    check_option("stimulus.modality", stim.modality, MODALITIES, where=source)
     _in_range("stimulus.duration_s", stim.duration_s, 0.001, 5.0, source)
     _in_range("stimulus.level_db", stim.level_db, 0.0, 120.0, source)
     return Program(

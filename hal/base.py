@@ -31,11 +31,13 @@ class UserInputError(ValueError):
     """Bad input from the user: the CLI prints its message on one line and exits 2."""
 
 
-def check_option(name: str, value: object, allowed: tuple[str, ...] | list[str]) -> None:
+def check_option(
+    name: str, value: object, allowed: tuple[str, ...] | list[str], where: str = ""
+) -> None:
     """Raise :class:`UserInputError` unless ``value`` is one of ``allowed``.
 
-    The message names the parameter, lists what is allowed and suggests the nearest
-    allowed value, as MNE's ``_check_option`` does.
+    The message names the parameter (and ``where`` it was read, e.g. a file), lists what
+    is allowed and suggests the nearest allowed value, as MNE's ``_check_option`` does.
     """
     if value in allowed:
         return
@@ -44,8 +46,9 @@ def check_option(name: str, value: object, allowed: tuple[str, ...] | list[str])
         close = difflib.get_close_matches(value, [str(a) for a in allowed], n=1)
         if close:
             hint = f" Did you mean {close[0]!r}?"
+    place = f" in {where!r}" if where else ""
     raise UserInputError(
-        f"Invalid value for the {name!r} parameter. Allowed values are "
+        f"Invalid value for the {name!r} parameter{place}. Allowed values are "
         f"{', '.join(repr(a) for a in allowed)}, but got {value!r} instead.{hint}"
     )
 
