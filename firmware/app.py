@@ -15,15 +15,16 @@ reach a transducer. Nothing here imports ``sim``.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from firmware import quality
-from firmware.detectors import ArousalDetector
+from firmware.detectors import ArousalDetector, Event
 from firmware.phase import Candidate, make_estimator
-from firmware.program import Program, TriggerSpec
+from firmware.program import Gate, Program, TriggerSpec
 from firmware.stager import EpochDecision
 from firmware.staging import OnlineStager
 from firmware.trigger import SimpleUpPhase, SpindleCue
@@ -87,6 +88,49 @@ class ChunkResult:
     logs: list[dict]
 
 
+class ArousalPause:
+    """When arousals hold stimulation back.
+
+    From the first sign of an arousal (the detector's early event) until it has ended
+    (its completed event) and ``gate.pause_after_arousal_s`` more. An arousal that begins
+    within ``gate.repeat_window_s`` of the previous one pauses ``gate.repeat_pause_s``
+    instead: a sleeper who keeps waking under the sound is left alone for a while, not
+    poked every few seconds (the safety island trips on that pattern — the trapped
+    sleeper — and the application should never be the one that gets there).
+
+    Parameters
+    ----------
+    gate : Gate
+        The program's gate.
+    sfreq : float
+        Sampling rate in Hz (the state is kept in sample indices).
+    """
+
+    def __init__(self, gate: Gate, sfreq: float) -> None:
+        self.pause = round(gate.pause_after_arousal_s * sfreq)
+        self.repeat_window = round(gate.repeat_window_s * sfreq)
+        self.repeat_pause = round(gate.repeat_pause_s * sfreq)
+        self.in_arousal = False
+        self.until = -(10**12)
+        self.last_onset = -(10**12)  # decision index of the previous arousal's first sign
+        self.repeated = False
+
+    def apply(self, ev: Event) -> None:
+        """Take in one arousal event (in order of decision)."""
+        if not ev.confirmed:
+            self.repeated = ev.decision_index - self.last_onset < self.repeat_window
+            self.last_onset = ev.decision_index
+            self.in_arousal = True
+            return
+        self.in_arousal = False
+        pause = max(self.pause, self.repeat_pause) if self.repeated else self.pause
+        self.until = max(self.until, ev.decision_index + pause)
+
+    def holds(self, index: int) -> bool:
+        """Stimulation is held back at sample ``index``."""
+        return self.in_arousal or index < self.until
+
+
 class Application:
     """The flashable application: dsp, quality, trigger, stager and program.
 
@@ -115,6 +159,7 @@ class Application:
         self.sfreq = info.sfreq
         self.block = block
         self.row_eeg = eeg[0]
+        self.rows_eeg = eeg
         self.row_eog = (info.picks("eog") or [None])[0]
         self.row_emg = (info.picks("emg") or [None])[0]
         self.n_channels = len(info.channels)
@@ -131,7 +176,7 @@ class Application:
         self._arousal_rows = [
             r for r in (self.row_eeg, self.row_emg, self.row_accel) if r is not None
         ]
-        self.paused_until = -(10**12)  # stimulation paused after an arousal until then
+        self.arousal_pause = ArousalPause(program.gate, self.sfreq)
         self._recent_stages: list[str] = []
         self._n_requested = 0  # stimuli asked for so far (cue sounds cycle with it)
         self.stager = OnlineStager(
@@ -214,14 +259,22 @@ class Application:
         if n % self.block:
             raise ValueError(f"Expected whole blocks of {self.block} samples, got {n}.")
         eeg = data[self.row_eeg]
-        causes, q_scan = self.quality.peek(eeg, flags[self.row_eeg])
+        # Lead-off or clipping on any EEG electrode is bad signal (the safety island sees
+        # every EEG row too); flatness is judged on the channel the loop is closed on.
+        eeg_flags = flags[self.row_eeg]
+        if len(self.rows_eeg) > 1:
+            eeg_flags = np.bitwise_or.reduce(flags[self.rows_eeg], axis=0)
+        causes, q_scan = self.quality.peek(eeg, eeg_flags)
         t_snapshot = self.trigger.snapshot()
         cands = self.trigger.scan(eeg, start)
         a_snapshot = self.arousal.snapshot()
         a_rows = data[self._arousal_rows]
         arousals = self.arousal.scan(a_rows if a_rows.shape[0] > 1 else a_rows[0], start)
-        # Early arousal decisions pause stimulation (the moment a sign of waking shows).
-        pauses = np.array([e.decision_index for e in arousals if not e.confirmed], dtype=np.int64)
+        # Arousals decided in this chunk hold back the candidates decided after them; the
+        # committed state is updated below from the events of the part that is kept.
+        pause = copy.copy(self.arousal_pause)
+        pending = iter(sorted(arousals, key=lambda e: e.decision_index))
+        next_ev = next(pending, None)
 
         # Bad blocks withhold stimulation from their first sample until the hold-off ends.
         bad_blocks = np.flatnonzero(causes)
@@ -237,7 +290,10 @@ class Application:
         for cand in cands:
             if cand.decision_index - start >= end:
                 break
-            reqs = self._consider(cand, start, bad_blocks, holdoff, pauses)
+            while next_ev is not None and next_ev.decision_index <= cand.decision_index:
+                pause.apply(next_ev)
+                next_ev = next(pending, None)
+            reqs = self._consider(cand, start, bad_blocks, holdoff, pause)
             if reqs:
                 stims.extend(reqs)
                 end = min(end, reqs[0].onset_index // self.block * self.block - start)
@@ -250,10 +306,8 @@ class Application:
             self.arousal.restore(a_snapshot)
             prefix = a_rows[:, :end]
             arousals = self.arousal.scan(prefix if prefix.shape[0] > 1 else prefix[0], start)
-        pause = round(self.program.gate.pause_after_arousal_s * self.sfreq)
-        for ev in arousals:
-            if not ev.confirmed:
-                self.paused_until = max(self.paused_until, ev.decision_index + pause)
+        for ev in sorted(arousals, key=lambda e: e.decision_index):
+            self.arousal_pause.apply(ev)
         causes = causes[:n_blocks]
         if causes.any():
             last_bad = start + (np.flatnonzero(causes)[-1] + 1) * self.block
@@ -262,6 +316,19 @@ class Application:
         stages = self._feed_stager(start, data[:, :end], causes)
         self.next_index = start + end
         return ChunkResult(end, stims, stages, logs)
+
+    def withheld_at(self, index: int) -> str | None:
+        """The last look before a timer fires at sample ``index``: why not to play now.
+
+        A stimulus was decided on the blocks before it; the blocks that arrived since may
+        show bad signal or an arousal. The timer's interrupt asks this (from the state of
+        every block processed so far) and drops the stimulus when it answers.
+        """
+        if index < self.bad_until:
+            return "withheld: bad signal"
+        if self.arousal_pause.holds(index):
+            return "withheld: arousal"
+        return None
 
     def _gate_open(self) -> bool:
         gate = self.program.gate
@@ -274,16 +341,12 @@ class Application:
         start: int,
         bad_blocks: np.ndarray,
         holdoff: int,
-        pauses: np.ndarray,
+        pause: ArousalPause,
     ) -> list[StimRequest]:
         d = cand.decision_index
         if not self._gate_open():
             return []
-        if d < self.bad_until or d < self.paused_until:
-            return []
-        # An arousal decided earlier in this chunk pauses it too.
-        recent = pauses[pauses <= d]
-        if recent.size and d < recent[-1] + self.program.gate.pause_after_arousal_s * self.sfreq:
+        if d < self.bad_until or pause.holds(d):
             return []
         # A bad block earlier in this chunk (or the decision's own block) withholds it too.
         prior = bad_blocks[bad_blocks <= (d - start) // self.block]

@@ -396,6 +396,11 @@ def _slow_wave_loop(
 ) = range(21)
 
 
+#: Band power (µV²) below which an input is dead rather than quiet: the ADC's own noise
+#: alone is about 0.05 µV² in the arousal bands, a lead-off reads exact zeros.
+_DEAD_POWER_UV2 = 1e-4
+
+
 @numba.njit(cache=True)
 def _arousal_loop(
     e: np.ndarray,
@@ -451,11 +456,13 @@ def _arousal_loop(
         # Baseline per DMA block in the log domain (a geometric mean: a burst moves it
         # little); cumulative at first so it settles quickly, then a slow EMA so a long
         # stretch of wake becomes the new normal instead of an endless arousal.
-        if (idx + 1) % blk == 0:
+        # A dead input (a lead-off reads exact zeros) leaves the baselines where they were:
+        # learnt on nothing, they would make the signal's return look like an arousal.
+        if (idx + 1) % blk == 0 and pe > _DEAD_POWER_UV2:
             st[_AR_NUPD] += 1.0
             a = max(1.0 / st[_AR_NUPD], a_base)
             st[_AR_BE] += a * (le - st[_AR_BE])
-            if has_emg:
+            if has_emg and st[_AR_PM] > _DEAD_POWER_UV2:
                 st[_AR_BM] += a * (lm - st[_AR_BM])
         ready = st[_AR_NUPD] > warm
         on_e = ready and le - st[_AR_BE] > r_e

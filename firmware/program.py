@@ -43,12 +43,18 @@ class Gate:
         How many of the last decided epochs must all be in ``stages`` (Dreem waits for a
         stretch of stable sleep before it starts).
     pause_after_arousal_s : float
-        No stimulus for this long after an arousal or movement is detected.
+        No stimulus from the first sign of an arousal (or movement) until this long after
+        it ended.
+    repeat_window_s, repeat_pause_s : float
+        An arousal that begins within ``repeat_window_s`` of the previous one pauses
+        ``repeat_pause_s`` after it ends instead (the sleeper keeps waking: leave them be).
     """
 
     stages: tuple[str, ...] = ("N2", "N3")
     stable_epochs: int = 1
     pause_after_arousal_s: float = 10.0
+    repeat_window_s: float = 300.0
+    repeat_pause_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,13 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "trigger": dict,
         "stimulus": dict,
     },
-    "gate": {"stages": list, "stable_epochs": int, "pause_after_arousal_s": (int, float)},
+    "gate": {
+        "stages": list,
+        "stable_epochs": int,
+        "pause_after_arousal_s": (int, float),
+        "repeat_window_s": (int, float),
+        "repeat_pause_s": (int, float),
+    },
     "trigger": {
         "kind": str,
         "threshold_uv": (int, float),
@@ -222,9 +234,12 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
         check_option("gate.stages", stage, STAGES, where=source)
     stable = gate_data.get("stable_epochs", Gate.stable_epochs)
     _in_range("gate.stable_epochs", stable, 1, 20, source)
-    _in_range(
-        "gate.pause_after_arousal_s", gate_data.get("pause_after_arousal_s", 10.0), 0, 600, source
-    )
+    pauses = {
+        name: gate_data.get(name, getattr(Gate, name))
+        for name in ("pause_after_arousal_s", "repeat_window_s", "repeat_pause_s")
+    }
+    for name, value in pauses.items():
+        _in_range(f"gate.{name}", value, 0, 3600, source)
     trig = TriggerSpec(**data.get("trigger", {}))
     check_option("trigger.kind", trig.kind, TRIGGER_KINDS, where=source)
     if trig.threshold_uv is not None:
@@ -248,7 +263,7 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
         gate=Gate(
             stages=stages,
             stable_epochs=stable,
-            pause_after_arousal_s=gate_data.get("pause_after_arousal_s", 10.0),
+            **pauses,
         ),
         trigger=trig,
         stimulus=stim,

@@ -219,6 +219,66 @@ def test_an_arousal_pauses_stimulation():
     assert not np.any((decided >= 151) & (decided < 160))
 
 
+def _emg_bursts(seconds, bursts):
+    """EEG with slow waves and a chin EMG with 6-s bursts starting at ``bursts`` (s)."""
+    eeg = slow_wave_eeg(seconds, SFREQ, seed=6, amp_uv=110)
+    rng = np.random.default_rng(1)
+    emg = 3e-6 * rng.standard_normal(eeg.size)
+    for b in bursts:
+        emg[int(b * SFREQ) : int((b + 6) * SFREQ)] = 60e-6 * rng.standard_normal(int(6 * SFREQ))
+    return ArraySource(np.vstack([eeg, emg]), SFREQ, [("C4-M1", "eeg"), ("Chin", "emg")])
+
+
+def test_a_repeated_arousal_pauses_stimulation_much_longer():
+    src = _emg_bursts(600, [150, 200])
+    app = Application(load_program("clas"), src.info, 8, 0.015)
+    stims, _ = _drive(app, FrontEnd(src, AdcModel(), seed=0), src.info.n_samples, 7504)
+    decided = np.array([s.decision_index for s in stims]) / SFREQ
+    # The first arousal pauses until 10 s after it ended; stimulation resumes.
+    assert np.sum((decided > 170) & (decided < 200)) > 3
+    # The second began within repeat_window_s: 300 s after it ended (about 207 s).
+    assert not np.any((decided >= 200) & (decided < 505))
+    assert np.sum(decided > 510) > 3
+
+
+def test_the_last_look_before_a_timer_fires_sees_an_arousal_and_bad_signal():
+    src = _emg_bursts(240, [150])
+    app = Application(load_program("clas"), src.info, 8, 0.015)
+    front = FrontEnd(src, AdcModel(), seed=0)
+    _drive(app, front, int(140 * SFREQ), 7504)
+    assert app.withheld_at(app.next_index) is None
+    _drive_from(app, front, 152 * 256)  # into the burst: its early event is out
+    assert app.withheld_at(app.next_index) == "withheld: arousal"
+
+    eeg = slow_wave_eeg(240, SFREQ, seed=2)
+    eeg[int(130 * SFREQ) : int(150 * SFREQ)] = np.nan
+    src = ArraySource(eeg[np.newaxis], SFREQ, [("C4-M1", "eeg")])
+    app = Application(load_program("clas"), src.info, 8, 0.015)
+    front = FrontEnd(src, AdcModel(), seed=0)
+    _drive(app, front, 131 * 256, 7504)
+    assert app.withheld_at(app.next_index) == "withheld: bad signal"
+
+
+def _drive_from(app, front, stop):
+    stop = stop // 8 * 8
+    idx = app.next_index
+    while idx < stop:
+        data, flags = front.read(idx, stop)
+        idx += app.process(idx, data, flags).n_consumed
+
+
+def test_lead_off_on_any_eeg_electrode_withholds_stimulation():
+    eeg = slow_wave_eeg(240, SFREQ, seed=2)
+    other = slow_wave_eeg(240, SFREQ, seed=3)
+    other[int(130 * SFREQ) : int(150 * SFREQ)] = np.nan  # only the second electrode is off
+    src = ArraySource(np.vstack([eeg, other]), SFREQ, [("C4-M1", "eeg"), ("Fpz-M2", "eeg")])
+    app = Application(load_program("clas"), src.info, 8, 0.015)
+    stims, _ = _drive(app, FrontEnd(src, AdcModel(), seed=0), src.info.n_samples, 7504)
+    onsets = np.array([s.decision_index for s in stims]) / SFREQ
+    assert np.sum(onsets < 130) > 5 and np.sum(onsets > 156) > 5
+    assert not np.any((onsets >= 130) & (onsets < 155))
+
+
 def spindly_eeg(seconds, seed):
     """N2-like test EEG: small slow waves and a 13-Hz, 1-s spindle every 6 s (volts)."""
     x = slow_wave_eeg(seconds, SFREQ, seed=seed, amp_uv=25)
