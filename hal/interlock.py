@@ -1,18 +1,20 @@
-"""The interlock: the one path from the firmware to the transducers.
+"""The interlock: the one hardware path from the firmware to the transducers.
 
-Every stimulus passes through :meth:`Interlock.request`. The interlock refuses (never
-clips) a request beyond a limit, logs every refusal, and once tripped stays open (latched)
-until re-armed from outside the firmware with the board's re-arm token. The transducers are
-owned by the interlock; the application never holds a reference to them.
+It is a latched gate in front of the outputs. It has no policy of its own beyond the hard
+ceilings of the board (a pulse above them is refused, never clipped): the safety island
+(:mod:`firmware.safety`) is its only controller. The island builds it from the
+transducers, keeps the only reference to it, opens it on a trip and closes it on an
+external re-arm. The application never sees it.
 
-This is the first version; the safety-island issue puts it under the island's sole control.
+While open, nothing of the program reaches a transducer (S1). The one exception is the
+release path (:meth:`Interlock.cue`): a dim light, capped in hardware, by which the island
+itself wakes a sleeper it has just freed.
 """
 
 from __future__ import annotations
 
-import collections
-import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 from hal.base import Stimulus, Transducer, UserInputError
@@ -37,7 +39,7 @@ class Limits:
     max_light_pct : float
         Brightest light, percent of full intensity.
     max_haptic_pct : float
-        Strongest haptic pulse, percent of full drive.
+        Strongest haptic pulse, percent duty cycle.
     """
 
     max_level_db: float = 55.0
@@ -48,7 +50,7 @@ class Limits:
     max_haptic_pct: float = 60.0
 
 
-#: Ceilings no configuration can pass.
+#: Ceilings no configuration can pass (and the interlock refuses above them in hardware).
 HARD_CEILINGS = Limits(
     max_level_db=60.0,
     max_pulse_s=1.0,
@@ -58,120 +60,126 @@ HARD_CEILINGS = Limits(
     max_haptic_pct=100.0,
 )
 
+#: The release path's own cap: the wake cue is a dim light, never anything else.
+RELEASE_MAX_LIGHT_PCT = 30.0
+RELEASE_MAX_PULSE_S = 2.0
+
 
 def check_limits(limits: Limits) -> Limits:
     """Refuse limits above the hard ceilings or not positive, naming the field."""
     for f in fields(Limits):
         value, ceiling = getattr(limits, f.name), getattr(HARD_CEILINGS, f.name)
-        if not 0 < value <= ceiling:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 < value <= ceiling
+        ):
             raise UserInputError(
                 f"Invalid safety limit '{f.name}': expected a value in (0, {ceiling}], got {value}."
             )
     return limits
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """The interlock's answer to a request."""
+def beyond_ceiling(stim: Stimulus, ceilings: Limits = HARD_CEILINGS) -> str | None:
+    """Name the level or length of ``stim`` above ``ceilings``, or None."""
+    level_field = {
+        "audio": "max_level_db",
+        "light": "max_light_pct",
+        "haptic": "max_haptic_pct",
+    }.get(stim.modality)
+    if level_field is None:
+        return f"unknown modality {stim.modality!r}"
+    level_max = getattr(ceilings, level_field)
+    if not stim.level <= level_max:  # written so that NaN is refused too
+        return f"{level_field} {stim.level} > {level_max}"
+    if not 0 < stim.duration <= ceilings.max_pulse_s:
+        return f"max_pulse_s {stim.duration} > {ceilings.max_pulse_s}"
+    return None
 
-    delivered: bool
-    reason: str
+
+@dataclass(frozen=True)
+class Output:
+    """What reached a transducer, and when (``cue``: the release path)."""
+
+    t: float
+    stimulus: Stimulus
+    cue: bool = False
 
 
 class Interlock:
-    """Latched interlock in front of the transducers.
+    """Latched gate in front of the transducers.
 
     Parameters
     ----------
     transducers : dict of str to Transducer
-        By modality.
-    limits : Limits
-        Checked on every request.
-    rearm_token : str
-        Secret of the board; only a re-arm carrying it closes a tripped interlock.
-    sfreq : float
-        Device rate, to turn onset samples into seconds for the windows.
+        By modality; owned by the interlock from now on.
+    on_output : callable or None
+        Called as ``on_output(stimulus, t, cue)`` for everything that reached a transducer
+        (the simulator tells the world with it).
     """
 
     def __init__(
         self,
         transducers: dict[str, Transducer],
-        limits: Limits,
-        rearm_token: str,
-        sfreq: float,
+        on_output: Callable[[Stimulus, float, bool], None] | None = None,
     ) -> None:
         self._transducers = dict(transducers)
-        self.limits = check_limits(limits)
-        self._token = rearm_token
-        self._sfreq = sfreq
-        self._recent: collections.deque[float] = collections.deque()
-        self.delivered_count = 0
-        self.tripped = False
-        self.trip_cause: str | None = None
-        self.log: list[dict] = []
+        self._on_output = on_output
+        self.is_open = False
+        #: ``[opened_t, closed_t or None]`` per opening, for the record and the proofs.
+        self.openings: list[list[float | None]] = []
+        self.outputs: list[Output] = []
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Modalities with a transducer."""
+        return tuple(self._transducers)
 
     def latency(self, modality: str) -> float:
-        """Output latency of a transducer, seconds (for the firmware's compensation)."""
+        """Output latency of a transducer, seconds."""
         return self._transducers[modality].latency_s
 
-    def request(self, stim: Stimulus, t: float) -> Verdict:
-        """Ask for ``stim`` to be emitted now (``t`` seconds, the timer's fire time)."""
-        if self.tripped:
-            return Verdict(False, f"interlock open: {self.trip_cause}")
-        lim = self.limits
-        breach = None
-        onset_s = stim.onset_sample / self._sfreq
-        while self._recent and self._recent[0] <= onset_s - 60.0:
-            self._recent.popleft()
-        if stim.modality not in self._transducers:
-            breach = f"no {stim.modality} transducer"
-        elif stim.modality == "audio" and stim.level > lim.max_level_db:
-            breach = f"max_level_db {stim.level} > {lim.max_level_db}"
-        elif stim.modality == "light" and stim.level > lim.max_light_pct:
-            breach = f"max_light_pct {stim.level} > {lim.max_light_pct}"
-        elif stim.modality == "haptic" and stim.level > lim.max_haptic_pct:
-            breach = f"max_haptic_pct {stim.level} > {lim.max_haptic_pct}"
-        elif stim.duration > lim.max_pulse_s:
-            breach = f"max_pulse_s {stim.duration} > {lim.max_pulse_s}"
-        elif len(self._recent) >= lim.max_per_minute:
-            breach = f"max_per_minute {lim.max_per_minute} reached"
-        elif self.delivered_count >= lim.max_per_night:
-            breach = f"max_per_night {lim.max_per_night} reached"
-        if breach is not None:
-            self.log.append({"kind": "safety", "event": "limit", "t": t, "limit": breach})
-            logger.debug("refused stimulus at %.3f s: %s", t, breach)
-            return Verdict(False, f"limit: {breach}")
-        self._recent.append(onset_s)
-        self.delivered_count += 1
-        self._transducers[stim.modality].emit(stim)
-        return Verdict(True, "ok")
-
-    def trip(self, cause: str, t: float, since: float | None = None) -> None:
-        """Open the interlock: every output off, latched until :meth:`rearm`."""
-        if self.tripped:
-            return
+    def open(self, t: float) -> None:
+        """Open: every output off at once; stays open until :meth:`close`."""
         for transducer in self._transducers.values():
             transducer.off()
-        self.tripped = True
-        self.trip_cause = cause
-        self.log.append(
-            {
-                "kind": "safety",
-                "event": "trip",
-                "t": t,
-                "cause": cause,
-                "condition_since": t if since is None else since,
-            }
-        )
-        logger.info("interlock tripped at %.3f s: %s", t, cause)
+        if not self.is_open:
+            self.is_open = True
+            self.openings.append([t, None])
 
-    def rearm(self, token: str, t: float) -> bool:
-        """Close the interlock from outside the firmware; a wrong token is refused and logged."""
-        if not hmac.compare_digest(token.encode(), self._token.encode()):
-            self.log.append({"kind": "safety", "event": "rearm_refused", "t": t})
+    def close(self, t: float) -> None:
+        """Close again (the island calls it on an external re-arm only)."""
+        if self.is_open:
+            self.is_open = False
+            self.openings[-1][1] = t
+
+    def emit(self, stim: Stimulus, t: float) -> bool:
+        """Pass a stimulus to its transducer unless open or beyond the hard ceilings."""
+        if self.is_open or stim.modality not in self._transducers:
             return False
-        if self.tripped:
-            self.tripped = False
-            self.trip_cause = None
-            self.log.append({"kind": "safety", "event": "rearm", "t": t})
+        if beyond_ceiling(stim) is not None:
+            return False
+        self._transducers[stim.modality].emit(stim)
+        self.outputs.append(Output(t, stim))
+        if self._on_output is not None:
+            self._on_output(stim, t, False)
         return True
+
+    def cue(self, stim: Stimulus, t: float) -> bool:
+        """The release path: a dim light pulse, allowed while open, capped in hardware."""
+        if (
+            stim.modality != "light"
+            or "light" not in self._transducers
+            or not 0 <= stim.level <= RELEASE_MAX_LIGHT_PCT
+            or not 0 < stim.duration <= RELEASE_MAX_PULSE_S
+        ):
+            return False
+        self._transducers["light"].emit(stim)
+        self.outputs.append(Output(t, stim, cue=True))
+        if self._on_output is not None:
+            self._on_output(stim, t, True)
+        return True
+
+    def was_open(self, t: float) -> bool:
+        """Whether the interlock was open at time ``t`` (from the record)."""
+        return any(o <= t and (c is None or t < c) for o, c in self.openings)

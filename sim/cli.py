@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from firmware.program import builtin_programs
 from hal.base import UserInputError
+from sim.scenarios import SCENARIOS
 
 logger = logging.getLogger("slumbersync")
 
@@ -100,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=100.0,
         help="lowest recording rate accepted in Hz (default: 100)",
     )
+    sim.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        help="run a safety scenario: the story (nightmare-glitch) or a fault (app-hang, "
+        "flood, electrode-off, wake-button); see sim/scenarios.py",
+    )
     sim.add_argument("--no-report", action="store_true", help="do not draw report.png")
     sim.add_argument(
         "--progress",
@@ -141,13 +148,20 @@ def _summary_screen(summary: dict, out: str) -> str:
         f"program    {summary['program']} (seed {summary['seed']})",
         "stages     " + "  ".join(f"{s} {100 * n / total:.0f}%" for s, n in stages.items()),
         f"stimuli    {st['delivered']} delivered, {st['refused']} refused by the interlock, "
-        f"{st['sham']} sham, {st['late']} late",
+        f"{st['withheld']} withheld at the last look, {st['sham']} sham, {st['late']} late",
         f"signal     {summary['bad_signal_s']:.0f} s bad (stimulation withheld)",
         f"mcu        load {100 * cpu['cpu_load']:.2f}% at {cpu['clock_hz'] / 1e6:.0f} MHz, "
         + ", ".join(
             f"{name} worst {t['worst_response_ms']:.2f} ms" for name, t in cpu["tasks"].items()
         ),
         f"deadlines  {summary['deadline_misses']} missed",
+        f"safety     {summary['safety']['trips']} trip(s)"
+        + (
+            f", first: {summary['safety']['first_trip']['cause']} at "
+            f"{summary['safety']['first_trip']['t']:.3f} s"
+            if summary["safety"]["first_trip"]
+            else ""
+        ),
         f"speed      {summary['run_time_s']:.2f} s wall, "
         f"{summary['speed_x_realtime']:,.0f}x real time",
         f"outputs    {out}",
@@ -170,6 +184,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         channel=args.channel,
         sfreq=args.sfreq,
         min_sfreq=args.min_sfreq,
+        scenario=args.scenario,
     )
     show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     progress = ProgressBar("simulating") if show else None

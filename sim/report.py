@@ -56,12 +56,29 @@ def draw_report(result: RunResult, path: str | Path) -> None:
     bad = [e for e in result.events if e.get("event") == "bad_signal"]
     for e in bad:
         ax.axvspan(e["t"] * hours, (e["t"] + e["duration"]) * hours, color="0.85", lw=0)
-    trips = [e["t"] * hours for e in result.events if e.get("event") == "trip"]
-    for t in trips:
-        ax.axvline(t, color="k", ls="--", lw=1)
+    # The safety timeline: trips (dashed), re-arms (green), refused re-arms (red ticks),
+    # limit refusals (orange ticks) and the release cue (yellow).
+    safety = [e for e in result.events if e["kind"] == "safety"]
+    for e in safety:
+        t = e["t"] * hours
+        if e["event"] == "trip":
+            ax.axvline(t, color="k", ls="--", lw=1)
+            ax.text(t, 1.45, " " + e["cause"], fontsize=7, va="top", rotation=0, clip_on=True)
+        elif e["event"] == "rearm":
+            ax.axvline(t, color="C2", ls=":", lw=1.2)
+        elif e["event"] == "rearm_refused":
+            ax.plot([t], [-0.45], marker="|", color="C3", ms=8)
+        elif e["event"] == "limit":
+            ax.plot([t], [-0.45], marker="|", color="C1", ms=6)
+        elif e["event"] == "release_cue":
+            ax.plot([t], [0.5], marker=".", color="gold", ms=6)
     ax.set_xlim(axes[0].get_xlim())
     ax.set_xlabel("hours")
-    ax.set_title("stimuli (grey: bad signal, dashed: interlock trip)", fontsize=9)
+    ax.set_title(
+        "stimuli and safety (grey: bad signal, dashed: trip, dotted: re-arm, "
+        "yellow: release cue, ticks: refusals)",
+        fontsize=9,
+    )
 
     ax = axes[2]
     tasks = result.summary["cpu"]["tasks"]

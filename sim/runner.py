@@ -6,8 +6,15 @@ block in which the program asks for a stimulus, or the end of an epoch), then ad
 virtual time to the arrival of the last block it consumed. What happens in those blocks —
 a stimulus decision, an epoch decision — is replayed on the simulated core at the time its
 block arrived, with preemption, so response times and deadline misses are measured.
-A stimulus is fired by a timer process at its exact onset sample, through the interlock;
-the world (the virtual sleeper) hears it before any sample after its onset is read.
+A stimulus is fired by a timer process at its exact onset sample, through the safety
+island's port (the island alone drives the interlock); the world (the virtual sleeper)
+hears it before any sample after its onset is read.
+
+The safety island (:mod:`firmware.safety`) is a SimPy process of its own that never asks
+for the application core: it sleeps until its timer's next deadline and polls. It sees
+every DMA block as the ADC delivers it (``on_blocks``), whatever the application does; the
+application's tasks check in from where they run (period check-ins of bulk-accounted
+blocks are stamped from their sample indices, see ``_period_check_ins``).
 """
 
 from __future__ import annotations
@@ -22,11 +29,12 @@ import numpy as np
 import simpy
 
 from firmware.app import MODULATION_CYCLES, Application, StageDecision, StimRequest
-from firmware.program import Program, load_program
+from firmware.program import Program, check_against_limits, load_program
+from firmware.safety import SafetyConfig, SafetyIsland, check_safety_config
 from hal import open_source
 from hal.adc import AdcModel, FrontEnd
 from hal.base import DEFAULT_BLOCK, DEFAULT_SFREQ, SignalSource, Stimulus, Transducer
-from hal.interlock import Interlock, Limits
+from hal.interlock import Limits
 from sim.kernel import VirtualEnvironment
 from sim.mcu import DEFAULT_CLOCK_HZ, McuCore
 
@@ -70,6 +78,10 @@ class RunConfig:
         Lowest recording rate accepted.
     record : bool
         Keep the samples the firmware saw (for session.fif).
+    safety : SafetyConfig or None
+        The safety island's configuration (None: defaults with ``limits``).
+    scenario : str or None
+        A fault or story scenario of :mod:`sim.scenarios` (``nightmare-glitch``...).
     """
 
     source: str = "sleeper://?hours=8"
@@ -84,6 +96,8 @@ class RunConfig:
     limits: Limits = field(default_factory=Limits)
     min_sfreq: float = 100.0
     record: bool = True
+    safety: SafetyConfig | None = None
+    scenario: str | None = None
 
 
 @dataclass
@@ -127,6 +141,15 @@ class Night:
     ) -> None:
         self.config = config
         self.program = load_program(config.program)
+        # A program the safety limits forbid is refused before the night starts, not
+        # discovered stimulus by stimulus as interlock refusals.
+        check_against_limits(self.program, config.limits)
+        self.scenario = None
+        if config.scenario is not None:
+            from sim.scenarios import make_scenario
+
+            self.scenario = make_scenario(config.scenario, seed=config.seed)
+            source = self.scenario.wrap_source(source)
         self.source = source
         self.info = source.info
         self.sfreq = self.info.sfreq
@@ -140,11 +163,30 @@ class Night:
             "light": Transducer("light", 0.002),
             "haptic": Transducer("haptic", 0.02),
         }
-        self.interlock = Interlock(
-            transducers, config.limits, rearm_token=f"board-{config.seed}", sfreq=self.sfreq
+        safety = config.safety or SafetyConfig(limits=config.limits)
+        self.island = SafetyIsland(
+            transducers,
+            check_safety_config(safety),
+            rearm_key=f"board-{config.seed}".encode(),
+            roles=[c.role for c in self.info.channels],
+            on_output=self._output,
+            sfreq=self.sfreq,
         )
-        latency = self.interlock.latency(self.program.stimulus.modality)
+        del transducers  # the island owns them now
+        # The application's only handle: request, check in, read latencies.
+        self.port = self.island.port()
+        latency = self.port.latency(self.program.stimulus.modality)
         self.app = Application(self.program, self.info, self.block, latency)
+        if self.scenario is not None:
+            self.app = self.scenario.wrap_app(self.app)
+        # acquisition/dsp check in once per period of whole blocks (about a second).
+        self.period_samples = max(
+            self.block, round(safety.period_s * self.sfreq / self.block) * self.block
+        )
+        self.mod_seq = 0
+        self._island_proc: simpy.Process | None = None
+        self._island_wake_at = float("inf")
+        self.hung = False
         # The device's sample clock runs at the nominal rate times (1 + drift).
         self.device_rate = self.sfreq * (1 + config.adc.drift_ppm * 1e-6)
         self.n_total = (self.info.n_samples // self.block) * self.block
@@ -158,7 +200,66 @@ class Night:
             if config.record
             else None
         )
-        self.counts = {"requested": 0, "delivered": 0, "refused": 0, "sham": 0, "late": 0}
+        self.counts = {
+            "requested": 0,
+            "delivered": 0,
+            "refused": 0,
+            "withheld": 0,
+            "sham": 0,
+            "late": 0,
+        }
+
+    # -- the safety island --------------------------------------------------------------------
+    def _output(self, stim: Stimulus, t: float, cue: bool) -> None:
+        """Whatever reached a transducer reaches the world (release cues included)."""
+        if cue:
+            stim = Stimulus(
+                round(t * self.device_rate), stim.modality, stim.level, stim.duration, stim.reason
+            )
+            self.events.append(
+                {"kind": "safety", "t": t, "event": "release_cue", "level": stim.level}
+            )
+        if hasattr(self.source, "stimulate"):
+            self.source.stimulate(stim)
+
+    def _island_timer(self):
+        """The island's own timer: sleep to its next deadline, poll; never uses the core."""
+        island = self.island
+        while not island.stopped:
+            wake = island.next_wake()
+            self._island_wake_at = wake
+            try:
+                if wake == float("inf"):
+                    yield self.env.event()  # idle until kicked
+                else:
+                    yield self.env.timeout(max(0.0, wake - self.env.now))
+            except simpy.Interrupt:
+                pass
+            self._island_wake_at = float("inf")
+            island.poll(self.env.now)
+
+    def _kick_island(self) -> None:
+        """Re-arm the island's timer when something made its next deadline earlier."""
+        proc = self._island_proc
+        if proc is not None and proc.is_alive and self.island.next_wake() < self._island_wake_at:
+            self._island_wake_at = -1.0  # one interrupt is enough
+            proc.interrupt()
+
+    def _period_check_ins(self, start: int, end: int) -> None:
+        """acquisition/dsp check-ins of the periods that ended in samples ``(start, end]``.
+
+        Most blocks are accounted in bulk, so the check-ins are stamped with the time the
+        task finishes the period's last block (its arrival plus the block's work on the
+        core), computed from sample indices, and handed over at once.
+        """
+        p = self.period_samples
+        first, last = start // p, end // p  # periods first..last-1 end in (start, end]
+        if last <= first:
+            return
+        acq_s = self.mcu.seconds(self.app.acquisition_cycles())
+        dsp_s = self.mcu.seconds(self.app.block_cycles())
+        ends = [self.t_of((k + 1) * p) for k in range(first, last)]
+        self.port.check_in_periods(first, [e + acq_s for e in ends], [e + dsp_s for e in ends])
 
     # -- time ---------------------------------------------------------------------------------
     def t_of(self, index: float) -> float:
@@ -197,7 +298,7 @@ class Night:
     def _ticker(self, first_block_end: int, busy: Callable[[], bool]):
         """Release block tasks while a long task is in flight, so it gets preempted."""
         b = first_block_end + self.block
-        while b <= self.n_total and busy():
+        while b <= self.n_total and busy() and not self.hung:
             yield self.env.timeout(max(0.0, self.t_of(b) - self.env.now))
             if not busy():
                 break
@@ -216,6 +317,8 @@ class Night:
         self.env.process(self._ticker(block_end, lambda: staging.is_alive))
         yield staging
         d = dec.decision
+        self.port.check_in("staging", d.epoch, self.env.now)
+        self._kick_island()
         start_s = d.epoch * self.app.n_epoch / self.sfreq
         self.hypnogram.append((start_s, d.stage))
         self.events.append(
@@ -238,7 +341,7 @@ class Night:
             dsp_done = self._block_tasks(block_end)
         yield dsp_done
         spec = self.program.stimulus
-        latency = self.interlock.latency(spec.modality)
+        latency = self.port.latency(spec.modality)
         onset_t = self.t_of(req.onset_index)
         fire_t = onset_t - latency
         yield from self.mcu.run(
@@ -246,11 +349,12 @@ class Night:
         )
         decided = self.env.now
         self.counts["requested"] += 1
+        level = req.detail.get("level_db", spec.level_db)
         event = {
             "kind": "stim",
             "t": onset_t,
             "modality": spec.modality,
-            "level": spec.level_db,
+            "level": level,
             "duration": spec.duration_s,
             "decided_t": decided,
             **req.detail,
@@ -263,20 +367,28 @@ class Night:
             stim = Stimulus(
                 req.onset_index,
                 spec.modality,
-                spec.level_db,
+                level,
                 spec.duration_s,
                 req.reason,
-                spec.sound,
+                req.detail.get("sound", spec.sound),
             )
-            if self.program.sham:
+            withheld = self.app.withheld_at(round(fire_t * self.device_rate))
+            if withheld is not None:
+                # The blocks since the decision showed bad signal or an arousal (sham too).
+                self.counts["withheld"] += 1
+                event.update(delivered=False, reason=withheld)
+            elif self.program.sham:
                 self.counts["sham"] += 1
                 event.update(delivered=False, reason="sham")
             else:
-                verdict = self.interlock.request(stim, self.env.now)
+                # The modulation task checks in, then asks; the world hears the stimulus
+                # from the interlock's output (``_output``) if it got through.
+                self.port.check_in("modulation", self.mod_seq, self.env.now)
+                self.mod_seq += 1
+                verdict = self.port.request(stim, self.env.now)
+                self._kick_island()
                 if verdict.delivered:
                     self.counts["delivered"] += 1
-                    if hasattr(self.source, "stimulate"):
-                        self.source.stimulate(stim)
                     event.update(delivered=True, reason=req.reason)
                 else:
                     self.counts["refused"] += 1
@@ -290,6 +402,8 @@ class Night:
         idx = 0
         max_chunk = int(MAX_CHUNK_S * self.sfreq) // self.block * self.block
         next_report = 0.0
+        island = self.island
+        self._island_proc = self.env.process(self._island_timer())
         while idx < self.n_total:
             stop = min(idx + max_chunk, self.n_total)
             if self.pending:
@@ -299,9 +413,48 @@ class Night:
                     yield self.pending[onset]
                     continue
                 stop = min(stop, first_block)
+            if not self.hung:  # read only as far as the app can use (the same decisions)
+                stop = min(stop, self.app.read_horizon(idx, stop))
+            # The island's own outputs (release cue) and the scenario's injections change
+            # the world too: do not read past them before they happen.
+            barrier = island.next_output_time()
+            if self.hung:  # nothing will push the watchdog's deadline: it is a barrier too
+                barrier = min(barrier, island.next_wake())
+            if self.scenario is not None:
+                barrier = min(barrier, self.scenario.next_injection(self.env.now))
+            if barrier != float("inf"):
+                b_idx = int(barrier * self.device_rate) // self.block * self.block
+                if b_idx <= idx:
+                    yield self.env.timeout(max(0.0, barrier - self.env.now) + 1e-9)
+                    island.poll(self.env.now)
+                    continue
+                stop = min(stop, b_idx)
             data, flags = self.front.read(idx, stop)
+            if (
+                not self.hung
+                and self.scenario is not None
+                and self.scenario.hang_at(self.t_of(idx))
+            ):
+                self._hang()
+            if self.hung:  # the application is stuck: the DMA and the island go on
+                n_ok = island.on_blocks(idx, data, flags, self._block_times(idx, stop))
+                self._kick_island()
+                if self.recorded is not None:
+                    self.recorded[:, idx : idx + n_ok] = data
+                if hasattr(self.source, "world_events"):
+                    self.events.extend(self._world(idx, idx + n_ok))
+                yield self.env.timeout(max(0.0, self.t_of(idx + n_ok) - self.env.now))
+                idx += n_ok
+                continue
             res = self.app.process(idx, data, flags)
             end = idx + res.n_consumed
+            # The island sees the blocks the night keeps (a read-ahead past a stimulus is
+            # read again): its own tap on the DMA, whatever the application did with them.
+            island.on_blocks(
+                idx, data[:, : end - idx], flags[:, : end - idx], self._block_times(idx, end)
+            )
+            self._period_check_ins(idx, end)
+            self._kick_island()
             if self.recorded is not None:
                 self.recorded[:, idx:end] = data[:, : res.n_consumed]
             for log in res.logs:
@@ -319,7 +472,28 @@ class Night:
             if self.progress is not None and idx / self.n_total >= next_report:
                 self.progress(idx / self.n_total)
                 next_report += 0.01
+        if not self.hung:
+            # The stager holds one epoch of look-ahead: the last one is decided at the end.
+            last = [self.env.process(self._stage_task(d)) for d in self.app.finish_stages()]
+            if last:
+                yield self.env.all_of(last)
         self.events.extend(self.app.finish())
+        island.stop()
+        if self._island_proc.is_alive:
+            self._island_proc.interrupt()
+
+    def _block_times(self, start: int, stop: int) -> np.ndarray:
+        """Arrival time of each block in samples ``[start, stop)``."""
+        return (
+            start + self.block * np.arange(1, (stop - start) // self.block + 1)
+        ) / self.device_rate
+
+    def _hang(self) -> None:
+        """The application hangs: it stops checking in and spins on the core at top priority."""
+        self.hung = True
+        spin = max(0.0, self.t_of(self.n_total) - self.env.now) * self.mcu.clock_hz
+        self.env.process(self.mcu.run("hung-app", -1, spin))
+        self.events.append({"kind": "world", "t": self.env.now, "event": "app_hang"})
 
     def _world(self, start: int, stop: int) -> list[dict]:
         out = []
@@ -333,6 +507,8 @@ class Night:
         """Simulate the night and collect its results."""
         wall0 = time.perf_counter()
         self.env.process(self._firmware())
+        if self.scenario is not None:
+            self.scenario.start(self)
         self.env.run()
         wall = time.perf_counter() - wall0
         elapsed = self.t_of(self.n_total)
@@ -342,7 +518,7 @@ class Night:
         period = self.block / self.device_rate
         self.mcu.account("acquisition", PRIO_ACQUISITION, bulk, acq, period)
         self.mcu.account("dsp", PRIO_DSP, bulk, self.app.block_cycles() - acq, period)
-        self.events.extend(self.interlock.log)
+        self.events.extend(self.island.log)
         self.events.sort(key=lambda e: e["t"])
         return self._result(wall, elapsed)
 
@@ -368,6 +544,11 @@ class Night:
             "bad_signal_s": bad_s,
             "world_events": sum(1 for e in self.events if e["kind"] == "world"),
             "deadline_misses": sum(t.deadline_misses for t in self.mcu.tasks.values()),
+            "safety": {
+                "trips": len(self.island.trips),
+                "first_trip": self.island.trips[0] if self.island.trips else None,
+                "limit_refusals": sum(1 for e in self.island.log if e["event"] == "limit"),
+            },
             "cpu": cpu,
             "run_time_s": wall,
             "speed_x_realtime": elapsed / wall if wall > 0 else float("inf"),

@@ -1,4 +1,4 @@
-"""The first interlock: limits refuse (never clip), trips latch, re-arm needs the token."""
+"""The interlock: a latched gate with hard ceilings; the island is its only controller."""
 
 from __future__ import annotations
 
@@ -10,51 +10,42 @@ from hal.interlock import HARD_CEILINGS, Interlock, Limits, check_limits
 SFREQ = 250.0
 
 
-def make(**limits):
-    speaker = Transducer("audio", 0.015)
-    lock = Interlock({"audio": speaker}, Limits(**limits), rearm_token="secret", sfreq=SFREQ)
-    return lock, speaker
+def pulse(t_s, level=50.0, duration=0.05, modality="audio"):
+    return Stimulus(round(t_s * SFREQ), modality, level, duration, "test")
 
 
-def pulse(t_s, level=50.0, duration=0.05):
-    return Stimulus(round(t_s * SFREQ), "audio", level, duration, "test")
+def make():
+    speaker, led = Transducer("audio", 0.015), Transducer("light", 0.002)
+    heard = []
+    lock = Interlock({"audio": speaker, "light": led}, lambda s, t, cue: heard.append((t, cue)))
+    return lock, speaker, led, heard
 
 
-def test_delivers_within_limits():
-    lock, speaker = make()
-    assert lock.request(pulse(1.0), 1.0).delivered
-    assert len(speaker.emitted) == 1
+def test_emits_while_closed_and_tells_the_world():
+    lock, speaker, _, heard = make()
+    assert lock.emit(pulse(1.0), 1.0)
+    assert len(speaker.emitted) == 1 and heard == [(1.0, False)]
 
 
-def test_refuses_and_logs_beyond_a_limit_without_clipping():
-    lock, speaker = make(max_level_db=55.0)
-    verdict = lock.request(pulse(1.0, level=58.0), 1.0)
-    assert not verdict.delivered and "max_level_db" in verdict.reason
-    assert speaker.emitted == []  # not played at 55 dB either: refused, never clipped
-    assert lock.log[-1]["event"] == "limit"
+def test_refuses_beyond_the_hard_ceilings_without_clipping():
+    lock, speaker, _, _ = make()
+    assert not lock.emit(pulse(1.0, level=61.0), 1.0)
+    assert not lock.emit(pulse(1.0, duration=1.5), 1.0)
+    assert not lock.emit(pulse(1.0, level=float("nan")), 1.0)
+    assert speaker.emitted == []
 
 
-def test_rate_limit_over_a_sliding_minute():
-    lock, speaker = make(max_per_minute=3)
-    verdicts = [lock.request(pulse(t), t).delivered for t in (0, 10, 20, 30, 61)]
-    assert verdicts == [True, True, True, False, True]
-
-
-def test_nightly_dose():
-    lock, _ = make(max_per_night=2, max_per_minute=30)
-    assert [lock.request(pulse(t), t).delivered for t in (0, 100, 200)] == [True, True, False]
-
-
-def test_trip_latches_until_rearm_with_the_token():
-    lock, speaker = make()
-    lock.trip("host kill", 5.0)
-    assert not lock.request(pulse(6.0), 6.0).delivered
-    assert not lock.rearm("guess", 7.0) and lock.tripped
-    assert lock.log[-1]["event"] == "rearm_refused"
-    assert not lock.request(pulse(8.0), 8.0).delivered
-    assert lock.rearm("secret", 9.0) and not lock.tripped
-    assert lock.request(pulse(10.0), 10.0).delivered
-    assert len(speaker.emitted) == 1
+def test_open_latches_and_only_the_release_path_passes():
+    lock, speaker, led, _ = make()
+    lock.open(5.0)
+    assert not lock.emit(pulse(6.0), 6.0) and speaker.emitted == []
+    assert lock.cue(pulse(6.0, level=10.0, modality="light"), 6.0)  # the wake cue
+    assert not lock.cue(pulse(6.0, level=50.0, modality="light"), 6.0)  # too bright
+    assert not lock.cue(pulse(6.0), 6.0)  # never sound
+    assert lock.was_open(5.5) and not lock.was_open(4.0)
+    lock.close(9.0)
+    assert lock.emit(pulse(10.0), 10.0)
+    assert lock.openings == [[5.0, 9.0]]
 
 
 def test_limits_beyond_hard_ceilings_are_refused():

@@ -1,0 +1,498 @@
+"""Fault-injection campaign for the safety island, and the lean full loop it runs.
+
+``python -m bench.safety --scenarios N --json`` runs N seeded randomized scenarios. Each
+is a full loop — the island (:mod:`firmware.safety`) with its own timer, an application
+that checks in and asks for stimuli through its port (honest, then faulty: hangs, floods,
+over-limit requests, skipped/early/reordered check-ins, re-arm attempts through its
+port), a world that sends DMA blocks with signals and faults (lead-off, stuck ADC,
+dropped blocks, arousal movement, distress heart rate), the host and the wake button —
+with an oracle that checks S1-S6 after every step. Its last line is one JSON object:
+``scenarios``, ``violations``, ``kill_latency_ms`` {min, p50, p99, max}, ``trips`` by cause.
+
+:class:`Harness` is also the world of the Hypothesis proof (``tests/test_safety_props.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+
+import numpy as np
+
+from firmware.safety import SLEEPER_CAUSES, SafetyConfig, SafetyIsland, rearm_frame
+from hal.base import Stimulus, Transducer
+
+logger = logging.getLogger("bench.safety")
+
+SFREQ = 250.0
+BLOCK = 8
+ROLES = ("eeg", "emg", "ecg", "accel")
+KEY = b"board-secret"
+#: Blocks the world sends per delivery (about 0.5 s).
+CHUNK_BLOCKS = 16
+
+
+class Harness:
+    """The island in a lean full loop, with the oracle of S1-S6.
+
+    Parameters
+    ----------
+    config : SafetyConfig
+        The island's configuration.
+    clock_ppm : float
+        Error of the island's oscillator.
+    adc_ppm : float
+        Error of the device's sample clock (the application's time base).
+    clock_offset_s : float
+        Phase of the island's tick grid.
+    """
+
+    def __init__(
+        self,
+        config: SafetyConfig | None = None,
+        clock_ppm: float = 0.0,
+        adc_ppm: float = 0.0,
+        clock_offset_s: float = 0.0,
+    ) -> None:
+        self.cfg = config or SafetyConfig(staging_start_s=0.0)
+        self.transducers = {
+            "audio": Transducer("audio", 0.015),
+            "light": Transducer("light", 0.002),
+            "haptic": Transducer("haptic", 0.02),
+        }
+        self.island = SafetyIsland(
+            dict(self.transducers),
+            self.cfg,
+            KEY,
+            ROLES,
+            sfreq=SFREQ,
+            clock_offset_s=clock_offset_s,
+            clock_ppm=clock_ppm,
+        )
+        self.port = self.island.port()
+        self.now = 0.0
+        self.rate = SFREQ * (1 + adc_ppm * 1e-6)
+        # The honest application's schedule (it may be told to misbehave).
+        self.hung = False
+        self.period = 0
+        self.epoch = 0
+        self.mod_seq = 0
+        self.next_block = 0  # next sample index the world sends
+        # World state.
+        self.lead_off = False
+        self.stuck = False
+        self.moving = False
+        self.hum_uv = 0.0  # 50-Hz mains hum on the chin lead (not a sleeper waking)
+        self.hr = 60.0
+        self.drop_next = 0
+        self.last_block_bad = False
+        self._seen_bad = False
+        self._resynced = False
+        self._resynced_staging = False
+        self._resynced_mod = False
+        self.armed = 0
+        self._nonce = -1
+        self._checked = 0
+        self._beat_phase = 0.0
+        # Oracle state.
+        self.deadlines: list[tuple[float, str]] = []  # (open by, why)
+        self.valid_rearms: list[float] = []
+        self.limit_refusals = 0
+        self.breaches: list[float] = []
+        self.requests_refused_ok = 0
+        self.last_acq_true = 0.0
+        self.violations: list[str] = []
+
+    # ---------------------------------------------------------------- time
+    def _next_period_t(self) -> float:
+        return (self.period + 1) * round(self.cfg.period_s * SFREQ) / self.rate
+
+    def _next_stage_t(self) -> float:
+        return self.cfg.staging_start_s + (self.epoch + 1) * 30.0
+
+    def _next_block_t(self) -> float:
+        return (self.next_block + CHUNK_BLOCKS * BLOCK) / self.rate
+
+    def advance(self, dt: float) -> None:
+        """Let ``dt`` seconds pass: the island's timer, the app's tasks and the DMA run."""
+        target = self.now + dt
+        while True:
+            wake = self.island.next_wake()
+            app_t = math.inf if self.hung else min(self._next_period_t(), self._next_stage_t())
+            blk = self._next_block_t()
+            t = min(wake, app_t, blk)
+            if t > target:
+                break
+            self.now = max(self.now, t)
+            if t == wake:
+                self.island.poll(t)
+            elif t == blk:
+                self._send_blocks()
+            elif t == app_t:
+                if app_t == self._next_period_t():
+                    self._resynced = False
+                    self.port.check_in("acquisition", self.period, t)
+                    self.port.check_in("dsp", self.period, t + 1e-4)
+                    self.period += 1
+                    self.last_acq_true = t
+                else:
+                    self._resynced_staging = False
+                    self.port.check_in("staging", self.epoch, t)
+                    self.epoch += 1
+        self.now = target
+        self.island.poll(target)
+        self.check()
+
+    def _send_blocks(self) -> None:
+        n = CHUNK_BLOCKS * BLOCK
+        start = self.next_block
+        self.next_block += n
+        self.last_block_bad = self.lead_off or self.stuck
+        if self.drop_next > 0:  # the DMA lost these blocks
+            self.last_block_bad = self._seen_bad
+            self.drop_next -= 1
+            return
+        idx = start + np.arange(n)
+        t = idx / self.rate
+        data = np.zeros((4, n))
+        flags = np.zeros((4, n), dtype=np.uint8)
+        data[0] = 20.0 * np.sin(2 * np.pi * 0.9 * t) + np.sin(idx * 1.7)
+        if self.stuck:
+            data[0] = 123.0
+        if self.lead_off:
+            flags[0] = 2
+            data[0] = 0.0
+        data[1] = 5.0 * np.sin(idx * 2.3)
+        if self.moving:  # movement and a chin-EMG burst (about 44 Hz, 150 µV)
+            data[3] = 0.12
+            data[1] += 150.0 * np.sin(idx * 1.1)
+        if self.hum_uv:
+            hum = np.sin(2 * np.pi * 50.0 * t) + 0.15 * np.sin(2 * np.pi * 150.0 * t)
+            data[1] += self.hum_uv * hum
+        phase = self._beat_phase + np.arange(1, n + 1) * (self.hr / 60.0) / self.rate
+        self._beat_phase = float(phase[-1])
+        frac = phase - np.round(phase)
+        data[2] = 1000.0 * np.exp(-0.5 * (frac / 0.012) ** 2)
+        times = (start + BLOCK * np.arange(1, CHUNK_BLOCKS + 1)) / self.rate
+        self.island.on_blocks(start, data, flags, times)
+        self._seen_bad = self.last_block_bad
+        # Bad signal is a condition only when a stimulus is asked for (see request()).
+
+    # ---------------------------------------------------------------- the application
+    def request(
+        self, level: float, duration: float, modality: str = "audio", check_in: bool = True
+    ) -> bool:
+        """The application asks for a stimulus now (after its modulation check-in)."""
+        t = self.now
+        before = self.island.tripped
+        if check_in:
+            self.port.check_in("modulation", self.mod_seq, t)
+            self.mod_seq += 1
+            self._resynced_mod = False
+            self.armed += 1
+        armed, self.armed = self.armed, max(0, self.armed - 1)
+        stim = Stimulus(round(t * SFREQ) + 4, modality, level, duration, "adversary")
+        v = self.port.request(stim, t)
+        if v.reason.startswith("limit"):
+            self.limit_refusals += 1
+            self.breaches = [b for b in self.breaches if b > t - self.cfg.breach_window_s] + [t]
+            if len(self.breaches) >= self.cfg.breach_trip_count:
+                self._must_open(t, "repeated limit breach")
+        if not before and armed == 0:
+            self._must_open(t, "request without check-in")
+        if not before and self._seen_bad and check_in and not v.reason.startswith("limit"):
+            self._must_open(t, "stimulus into bad signal")
+        self.check()
+        return v.delivered
+
+    def bad_check_in(self, task: str, seq_offset: int) -> None:
+        """A check-in out of order (or of an unknown task)."""
+        t = self.now
+        before = self.island.tripped
+        seq = {
+            "acquisition": self.period,
+            "dsp": self.period - 1,
+            "staging": self.epoch,
+            "modulation": self.mod_seq,
+        }.get(task, 0) + seq_offset
+        self.port.check_in(task, seq, t)
+        # Right after a re-arm the island accepts any later sequence number once (the app went
+        # on counting while it was cut off): the model cannot call those wrong.
+        resync = (
+            (self._resynced and task in ("acquisition", "dsp"))
+            or (self._resynced_staging and task == "staging")
+            or (self._resynced_mod and task == "modulation")
+        )
+        if (
+            not before
+            and not resync
+            and (seq_offset != 0 or task not in ("acquisition", "dsp", "staging", "modulation"))
+        ):
+            if task == "modulation" and seq_offset == 0:
+                pass
+            else:
+                self._must_open(t, f"bad check-in {task}{seq_offset:+d}")
+        if task == "acquisition" and not self.island.tripped:
+            # Accepted: the watchdog's deadline now runs from this check-in.
+            self.last_acq_true = t
+            self.deadlines = [(d, w) for d, w in self.deadlines if not w.startswith("hang")]
+            if self.hung:
+                self._must_open(t + self.cfg.window_max_s * (1 + 1e-3), "hang")
+        if task == "modulation" and (seq_offset == 0 or resync):
+            self.mod_seq = seq + 1
+            self.armed += 1
+            self._resynced_mod = False
+        self.check()
+
+    def hang(self) -> None:
+        """The application stops checking in (loops forever)."""
+        if not self.hung and not self.island.tripped:
+            win = self.cfg.window_max_s
+            # Windows are on the island's clock: allow its drift (<= 1000 ppm).
+            self._must_open(self.last_acq_true + win * (1 + 1e-3), "hang")
+        self.hung = True
+
+    def app_rearm_attempt(self) -> None:
+        """The application forges a re-arm through its port (it has no other way)."""
+        self.port.message(rearm_frame(KEY, 10**9), self.now)
+        self.port.message(b"REARM", self.now)
+        self.check()
+
+    # ---------------------------------------------------------------- outside the firmware
+    def kill(self) -> None:
+        """Host kill command."""
+        self._must_open(self.now, "kill")
+        self.island.host_command(b"KILL", self.now)
+        self.check()
+
+    def host_rearm(self, nonce: int, good_key: bool) -> None:
+        """Host re-arm command (maybe forged, maybe replayed)."""
+        was = self.island.tripped
+        ok = self.island.host_command(rearm_frame(KEY if good_key else b"x", nonce), self.now)
+        expected = good_key and nonce > self._nonce
+        if ok != expected:
+            self.violations.append(f"S3: re-arm nonce {nonce} key {good_key} answered {ok}")
+        if ok:
+            self._nonce = nonce
+            if was:
+                self.valid_rearms.append(self.now)
+                self._rearmed()
+        self.check()
+
+    def press(self, hold_s: float) -> None:
+        """The wake button, pressed for ``hold_s``."""
+        self._must_open(self.now, "button")
+        t0 = self.now
+        self.island.button(True, self.now)
+        trips_before = [t["opened_t"] for t in self.island.trips]
+        # The model's own rule: held long_press_s, the trip at least rearm_holdoff_s old.
+        when = t0 + self.cfg.long_press_s
+        rearm = (
+            hold_s >= self.cfg.long_press_s
+            and bool(trips_before)
+            and when - trips_before[-1] >= self.cfg.rearm_holdoff_s
+        )
+        if rearm:
+            self.valid_rearms.append(when)
+        self.advance(hold_s)
+        self.island.button(False, self.now)
+        if rearm:
+            self._rearmed()
+        self.check()
+
+    def _rearmed(self) -> None:
+        # After a re-arm the app starts over from its current counters; conditions met
+        # before it no longer bind.
+        self.deadlines = []
+        self.breaches = []
+        self._resynced = self._resynced_staging = self._resynced_mod = True
+        self.armed = 0
+        if self.hung:
+            self._must_open(self.now + self.cfg.window_max_s * (1 + 1e-3), "hang after re-arm")
+        self.last_acq_true = self.now
+
+    # ---------------------------------------------------------------- the oracle
+    def _must_open(self, t: float, why: str) -> None:
+        if not self.island.tripped:
+            self.deadlines.append((t + self.cfg.t_react_s, why))
+
+    def check(self) -> None:
+        """Check S1-S6 against the record; append violations."""
+        isl, cfg, v = self.island, self.cfg, self.violations
+        outs = isl.outputs
+        lock = isl._lock  # the proof reads the hardware record
+        stims = [o for o in outs if not o.cue]
+        new = stims[self._checked :]
+        self._checked = len(stims)
+        # S1: nothing of the program while open; the transducers saw exactly that.
+        for o in new:
+            if lock.was_open(o.t):
+                v.append(f"S1: stimulus at {o.t} while open")
+        emitted = sum(len(tx.emitted) for tx in self.transducers.values())
+        if emitted != len(outs):
+            v.append("S1: a transducer was driven outside the interlock")
+        # S2: every condition met is followed by an open interlock within T_react.
+        for d, why in self.deadlines:
+            if (
+                d <= self.now
+                and not lock.was_open(d)
+                and not any(o <= d for o, c in lock.openings if c is None or c > d - cfg.t_react_s)
+            ):
+                v.append(f"S2: {why}: not open by {d}")
+        for trip in isl.trips:
+            if trip["opened_t"] - trip["condition_since"] > cfg.t_react_s + 1e-12:
+                v.append(f"S2: trip latency {trip['opened_t'] - trip['condition_since']}")
+        # S3: it closes only at an external re-arm.
+        for _o, c in lock.openings:
+            if c is not None and not any(abs(c - r) < 1e-12 for r in self.valid_rearms):
+                v.append(f"S3: closed at {c} without an external re-arm")
+        # S4: limits over every window; refusals logged.
+        lim = cfg.limits
+        times = [o.t for o in stims]
+        for i in range(len(times) - len(new), len(times)):
+            j = int(np.searchsorted(times, times[i] - 60.0, side="right"))
+            if i - j + 1 > lim.max_per_minute:
+                v.append("S4: max_per_minute exceeded")
+                break
+        if len(stims) > lim.max_per_night:
+            v.append("S4: max_per_night exceeded")
+        for o in new:
+            s = o.stimulus
+            top = {
+                "audio": lim.max_level_db,
+                "light": lim.max_light_pct,
+                "haptic": lim.max_haptic_pct,
+            }[s.modality]
+            if s.level > top or s.duration > lim.max_pulse_s:
+                v.append(f"S4: {s.modality} {s.level}/{s.duration} delivered beyond a limit")
+        if sum(1 for e in isl.log if e["event"] == "limit") != self.limit_refusals:
+            v.append("S4: a refusal was not logged")
+        # S6: after a trip caused by the sleeper, the release cue plays; nothing else until
+        # re-arm (S1 covers the latter).
+        for trip in isl.trips:
+            if trip["cause"].split(":")[0] not in SLEEPER_CAUSES or not cfg.release_cue:
+                continue
+            first_cue = trip["opened_t"] + cfg.release_delay_s
+            closed = next((c for o, c in lock.openings if o == trip["opened_t"]), None)
+            played = any(o.cue and abs(o.t - first_cue) < 1e-9 for o in outs)
+            due = self.now > first_cue + 1e-9 and (closed is None or closed > first_cue)
+            if due and not played:
+                v.append(f"S6: no release cue after {trip['cause']} at {trip['opened_t']}")
+        if v:
+            # Keep one of each for the report; the first is what matters.
+            self.violations = list(dict.fromkeys(v))
+
+    def kill_latencies_ms(self) -> list[float]:
+        """Condition-to-open time of every trip, ms."""
+        return [1e3 * (t["opened_t"] - t["condition_since"]) for t in self.island.trips]
+
+
+def run_scenario(seed: int, steps: int = 40) -> Harness:
+    """One randomized scenario: seeded drift, world faults and application behaviour."""
+    rng = np.random.default_rng(seed)
+    h = Harness(
+        SafetyConfig(staging_start_s=0.0),
+        clock_ppm=float(rng.uniform(-500, 500)),
+        adc_ppm=float(rng.uniform(-500, 500)),
+        clock_offset_s=float(rng.uniform(0, 0.001)),
+    )
+    nonce = 0
+    for _ in range(steps):
+        r = rng.random()
+        if r < 0.30:
+            h.advance(float(rng.choice([0.01, 0.3, 1.0, 3.0, 20.0])))
+        elif r < 0.50:
+            h.request(
+                float(rng.choice([40.0, 50.0, 55.0, 58.0, 70.0])),
+                float(rng.choice([0.05, 0.2, 0.5])),
+                check_in=bool(rng.random() < 0.9),
+            )
+        elif r < 0.55:
+            for _ in range(int(rng.integers(5, 60))):
+                h.request(50.0, 0.05)
+        elif r < 0.60:
+            h.bad_check_in(
+                str(rng.choice(["acquisition", "dsp", "staging", "modulation", "rearm"])),
+                int(rng.integers(-2, 3)),
+            )
+        elif r < 0.63:
+            h.hang()
+        elif r < 0.66:
+            h.kill()
+        elif r < 0.69:
+            h.press(float(rng.choice([0.2, 6.0])))
+        elif r < 0.74:
+            nonce = nonce + 1 if rng.random() < 0.7 else max(0, nonce - 1)
+            h.host_rearm(nonce, good_key=bool(rng.random() < 0.7))
+        elif r < 0.77:
+            h.app_rearm_attempt()
+        elif r < 0.82:
+            h.lead_off = not h.lead_off
+        elif r < 0.85:
+            h.stuck = not h.stuck
+        elif r < 0.90:
+            h.moving = not h.moving
+        elif r < 0.95:
+            h.hr = float(rng.choice([60.0, 95.0]))
+        else:
+            h.drop_next = int(rng.integers(1, 20))
+    h.advance(2.0)
+    return h
+
+
+def campaign(n: int, seed: int = 0) -> dict:
+    """Run ``n`` scenarios; the figures of the JSON line."""
+    t0 = time.perf_counter()
+    lat: list[float] = []
+    causes: dict[str, int] = {}
+    bad: list[dict] = []
+    for k in range(n):
+        h = run_scenario(seed * 1_000_003 + k)
+        lat.extend(h.kill_latencies_ms())
+        for t in h.island.trips:
+            c = t["cause"].split(" (")[0]
+            causes[c] = causes.get(c, 0) + 1
+        if h.violations:
+            bad.append({"seed": seed * 1_000_003 + k, "violations": h.violations[:3]})
+    arr = np.array(lat) if lat else np.zeros(1)
+    return {
+        "scenarios": n,
+        "violations": len(bad),
+        "violation_examples": bad[:5],
+        "trips": int(len(lat)),
+        "trip_causes": dict(sorted(causes.items())),
+        "kill_latency_ms": {
+            "min": float(arr.min()),
+            "p50": float(np.percentile(arr, 50)),
+            "p99": float(np.percentile(arr, 99)),
+            "max": float(arr.max()),
+        },
+        "t_react_ms": SafetyConfig().t_react_s * 1e3,
+        "run_time_s": time.perf_counter() - t0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m bench.safety --scenarios N --json``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenarios", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    out = campaign(args.scenarios, args.seed)
+    if not args.json:
+        sys.stderr.write(
+            f"{out['scenarios']} scenarios, {out['violations']} with violations, "
+            f"{out['trips']} trips, worst kill latency {out['kill_latency_ms']['max']:.3f} ms\n"
+        )
+    print(json.dumps(out))
+    return 0 if out["violations"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

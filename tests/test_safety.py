@@ -1,0 +1,195 @@
+"""The safety island: configuration, port, watchdog, limits, re-arm, and the scenarios."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.safety import Harness, campaign
+from firmware.safety import AppPort, SafetyConfig, load_safety_config, rearm_frame
+from hal.base import UserInputError
+from sim.cli import main
+
+
+def test_config_beyond_a_ceiling_or_inconsistent_is_refused_naming_the_field():
+    with pytest.raises(UserInputError, match="max_level_db"):
+        load_safety_config({"limits": {"max_level_db": 65}})
+    with pytest.raises(UserInputError, match="window_min_s"):
+        load_safety_config({"window_min_s": 2.0, "window_max_s": 1.5})
+    with pytest.raises(UserInputError, match="t_react_s"):
+        load_safety_config({"t_react_s": 0.05})
+    with pytest.raises(UserInputError, match="Unknown safety setting 'bogus'"):
+        load_safety_config({"bogus": 1})
+    assert load_safety_config(None) == SafetyConfig()
+
+
+def test_the_port_is_narrow():
+    h = Harness()
+    public = {n for n in dir(h.port) if not n.startswith("_")}
+    assert public == {
+        "request",
+        "check_in",
+        "check_in_many",
+        "check_in_periods",
+        "latency",
+        "message",
+        "tripped",
+    }
+    assert isinstance(h.port, AppPort) and not hasattr(h.port, "__dict__")
+
+
+def test_a_hung_application_trips_the_watchdog_within_t_react():
+    h = Harness()
+    h.advance(5.0)
+    assert not h.island.tripped
+    h.hang()
+    h.advance(3.0)
+    trip = h.island.trips[0]
+    assert trip["cause"] == "watchdog: acquisition missing"
+    assert trip["opened_t"] - trip["condition_since"] <= 0.010
+    assert h.violations == []
+
+
+def test_refused_requests_are_logged_and_repeated_breaches_trip():
+    h = Harness()
+    h.advance(1.5)
+    assert h.request(50.0, 0.05)
+    for _ in range(3):
+        assert not h.request(70.0, 0.05)  # refused, never played at 55 dB
+    h.advance(0.01)
+    assert [e["event"] for e in h.island.log].count("limit") == 3
+    assert h.island.trips[-1]["cause"] == "repeated limit breach"
+    assert h.violations == []
+
+
+def test_rearm_needs_the_token_and_a_fresh_nonce():
+    h = Harness()
+    h.kill()
+    h.advance(0.01)
+    assert h.island.tripped
+    h.app_rearm_attempt()
+    assert h.island.tripped
+    assert not h.island.host_command(b"REARM x y", h.now)
+    assert h.island.host_command(rearm_frame(b"board-secret", 5), h.now)
+    assert not h.island.tripped
+    h.kill()
+    h.advance(0.01)
+    assert not h.island.host_command(rearm_frame(b"board-secret", 5), h.now)  # replayed
+    reasons = [e.get("reason") for e in h.island.log if e["event"] == "rearm_refused"]
+    assert {"malformed", "replayed", "from the application"} <= set(reasons)
+
+
+def _stimulate_during(h, pattern):
+    """A stimulus, then the sleeper moves for each ``(moving, seconds)`` of ``pattern``."""
+    assert h.request(50.0, 0.05)
+    for moving, seconds in pattern:
+        h.moving = moving
+        h.advance(seconds)
+    h.moving = False
+
+
+def test_mains_hum_on_the_chin_lead_is_not_an_arousal():
+    h = Harness()
+    h.advance(2.0)
+    h.hum_uv = 300.0  # RMS far above emg_uv, all of it at 50 Hz and its alias at 100 Hz
+    h.advance(10.0)
+    assert h.request(50.0, 0.05) and not h.island.tripped
+    h.moving = True  # a real burst: movement and broadband chin EMG
+    h.advance(5.0)
+    assert not h.request(50.0, 0.05)
+    h.advance(0.01)
+    assert h.island.trips[-1]["cause"] == "arousal under stimulation"
+    assert h.violations == []
+
+
+def test_one_arousal_that_comes_and_goes_is_one_attempt():
+    h = Harness()
+    h.advance(2.0)
+    # Movement in three pieces 3 s apart, each shorter than arousal_min_s: one attempt.
+    _stimulate_during(h, [(True, 1.0), (False, 3.0), (True, 1.0), (False, 3.0), (True, 1.0)])
+    h.advance(1.0)
+    assert not h.island.tripped
+    # Three attempts 15 s apart, each under a fresh stimulus: the trapped sleeper.
+    h.advance(15.0)
+    for _ in range(3):
+        _stimulate_during(h, [(True, 1.0), (False, 14.0)])
+        if h.island.tripped:
+            break
+    h.advance(0.01)
+    assert h.island.trips[-1]["cause"] == "trapped sleeper"
+    assert h.violations == []
+
+
+def test_campaign_has_no_violations():
+    out = campaign(40)
+    assert out["violations"] == 0 and out["kill_latency_ms"]["max"] <= 10.0
+
+
+def _run(tmp_path, scenario, capsys):
+    out = tmp_path / scenario
+    code = main(
+        [
+            "-q",
+            "simulate",
+            "--hours",
+            "0.1",
+            "--scenario",
+            scenario,
+            "--out",
+            str(out),
+            "--no-report",
+        ]
+    )
+    capsys.readouterr()
+    assert code == 0
+    return [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+
+
+def _trip(events):
+    trips = [e for e in events if e["kind"] == "safety" and e["event"] == "trip"]
+    assert trips
+    t = trips[0]
+    assert {"cause", "condition_since", "opened_t"} <= set(t)
+    assert t["opened_t"] - t["condition_since"] <= 0.010
+    late = [e for e in events if e["kind"] == "stim" and e["delivered"] and e["t"] > t["t"]]
+    assert late == []  # nothing delivered after the trip
+    return t
+
+
+def test_nightmare_glitch_frees_the_trapped_sleeper(tmp_path, capsys):
+    events = _run(tmp_path, "nightmare-glitch", capsys)
+    trapped = next(e for e in events if e["kind"] == "world" and e["event"] == "trapped")
+    trip = _trip(events)
+    assert trapped["t"] <= trip["t"] <= trapped["t"] + 30.0
+    released = next(e for e in events if e["kind"] == "world" and e["event"] == "released")
+    assert released["t"] > trip["t"]
+    assert any(e.get("event") == "release_cue" for e in events)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "cause"),
+    [
+        ("app-hang", "watchdog: acquisition missing"),
+        ("flood", "repeated limit breach"),
+        ("electrode-off", "bad signal under stimulation"),
+        ("wake-button", "wake button"),
+    ],
+)
+def test_fault_scenarios_trip(tmp_path, capsys, scenario, cause):
+    events = _run(tmp_path, scenario, capsys)
+    assert _trip(events)["cause"] == cause
+    if scenario == "wake-button":
+        kinds = [e["event"] for e in events if e["kind"] == "safety"]
+        assert "rearm_refused" in kinds and "rearm" in kinds
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_default_clas_nights_never_trip_the_island(seed):
+    """The honest application never gets near a trip condition on a whole virtual night."""
+    from sim.runner import RunConfig, run_night
+
+    result = run_night(RunConfig(seed=seed, record=False))
+    assert result.summary["safety"]["trips"] == 0
+    assert result.summary["stimuli"]["delivered"] > 300
