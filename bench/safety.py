@@ -85,7 +85,8 @@ class Harness:
         # World state.
         self.lead_off = False
         self.stuck = False
-        self.moving = False
+        self._moving = False
+        self.moving_since: float | None = None  # movement without a dropped block since
         self.hum_uv = 0.0  # 50-Hz mains hum on the chin lead (not a sleeper waking)
         self.hr = 60.0
         self.drop_next = 0
@@ -153,6 +154,7 @@ class Harness:
         self.next_block += n
         self.last_block_bad = self.lead_off or self.stuck
         if self.drop_next > 0:  # the DMA lost these blocks
+            self.moving_since = None  # the island may not have seen this movement whole
             self.last_block_bad = self._seen_bad
             self.drop_next -= 1
             return
@@ -182,6 +184,27 @@ class Harness:
         self._seen_bad = self.last_block_bad
         # Bad signal is a condition only when a stimulus is asked for (see request()).
 
+    @property
+    def moving(self) -> bool:
+        """The sleeper moves (accelerometer and a chin-EMG burst in the blocks sent)."""
+        return self._moving
+
+    @moving.setter
+    def moving(self, on: bool) -> None:
+        if on and not self._moving:
+            self.moving_since = self.now
+        if not on:
+            self.moving_since = None
+        self._moving = bool(on)
+
+    def _surely_aroused(self, t: float) -> bool:
+        """The island must see an arousal at ``t``: movement for ``arousal_min_s`` in the
+        blocks that have surely arrived (a delivery takes CHUNK_BLOCKS blocks)."""
+        if self.moving_since is None:
+            return False
+        seen_to = t - (CHUNK_BLOCKS + 1) * BLOCK / self.rate
+        return seen_to - self.moving_since >= self.cfg.arousal_min_s
+
     # ---------------------------------------------------------------- the application
     def request(
         self, level: float, duration: float, modality: str = "audio", check_in: bool = True
@@ -206,6 +229,8 @@ class Harness:
             self._must_open(t, "request without check-in")
         if not before and self._seen_bad and check_in and not v.reason.startswith("limit"):
             self._must_open(t, "stimulus into bad signal")
+        if not before and check_in and self._surely_aroused(t) and not v.reason.startswith("limit"):
+            self._must_open(t, "stimulus into an arousal")
         self.check()
         return v.delivered
 

@@ -1,4 +1,4 @@
-"""``report.png``: the night at a glance (hypnogram, stimuli, CPU load)."""
+"""``report.png``: the night at a glance (hypnogram, stimuli and safety, phase, CPU load)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: reports are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
+from sim.report_phase import draw_phase_panels  # noqa: E402
 from sim.runner import RunResult  # noqa: E402
 
 # Hypnograms are drawn with W on top and N3 at the bottom, REM between W and N1.
@@ -25,9 +26,11 @@ def draw_report(result: RunResult, path: str | Path) -> None:
     path : str or Path
         Where to write the PNG.
     """
-    fig, axes = plt.subplots(
-        3, 1, figsize=(12, 7), gridspec_kw={"height_ratios": [3, 1.2, 1.6]}, layout="constrained"
-    )
+    fig = plt.figure(figsize=(12, 11), layout="constrained")
+    grid = fig.add_gridspec(4, 1, height_ratios=[3, 1.2, 2.8, 1.6])
+    axes = [fig.add_subplot(grid[0]), fig.add_subplot(grid[1]), fig.add_subplot(grid[3])]
+    # Where the sounds landed (phase), what they evoked, and in which stages.
+    draw_phase_panels(fig, grid[2], result)
     hours = 1 / 3600
     ax = axes[0]
     if result.true_hypnogram:
