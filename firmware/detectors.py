@@ -39,7 +39,6 @@ event is in the EEG; ``decision_index`` is always the sample at which the detect
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -50,6 +49,7 @@ import numba
 import numpy as np
 from scipy import signal
 
+from firmware.dsp import copy_state
 from firmware.phase import _biquads
 
 logger = logging.getLogger(__name__)
@@ -599,11 +599,11 @@ class _Streaming:
 
     def snapshot(self) -> object:
         """A copy of the full state."""
-        return copy.deepcopy(tuple(getattr(self, a) for a in (*self._STATE, "_next")))
+        return copy_state(tuple(getattr(self, a) for a in (*self._STATE, "_next")))
 
     def restore(self, state: object) -> None:
         """Return to a state taken by :meth:`snapshot`."""
-        values = copy.deepcopy(state)
+        values = copy_state(state)
         for a, v in zip((*self._STATE, "_next"), values, strict=True):  # type: ignore[arg-type]
             setattr(self, a, v)
 

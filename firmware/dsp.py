@@ -13,6 +13,8 @@ runs on the Cortex-M4F, so the simulated arithmetic is the device's arithmetic.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from scipy import signal
 
@@ -33,6 +35,23 @@ def _sosfilt(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray
     z = np.array(np.moveaxis(zi, 1, 0), order="C")  # a copy: the kernel works in place
     _sosfilt_kernel(sos, y, z)
     return y, np.moveaxis(z, 0, 1)
+
+
+def copy_state(state: object) -> object:
+    """A deep copy of a detector's or estimator's state (arrays, tuples, lists, scalars).
+
+    ``copy.deepcopy`` does the same but walks its memo machinery on every call; states
+    are snapshotted once per processed chunk, thousands of times a night.
+    """
+    if isinstance(state, np.ndarray):
+        return state.copy()
+    if isinstance(state, tuple):
+        return tuple(copy_state(v) for v in state)
+    if isinstance(state, list):
+        return [copy_state(v) for v in state]
+    if isinstance(state, int | float | bool | str | None | np.generic):
+        return state
+    return copy.deepcopy(state)
 
 
 #: Cycles per sample per second-order section on a Cortex-M4F (CMSIS-DSP df2T, float32:

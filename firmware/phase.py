@@ -48,7 +48,6 @@ trough (down-state), -90° = the rising zero crossing.
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -56,6 +55,8 @@ from typing import Protocol, runtime_checkable
 import numba
 import numpy as np
 from scipy import signal
+
+from firmware.dsp import copy_state
 
 logger = logging.getLogger(__name__)
 
@@ -527,11 +528,11 @@ class EchtEstimator(_DecidingEstimator):
 
     def snapshot(self) -> object:
         """A copy of the full state."""
-        return copy.deepcopy((self._hist, self._dstate, self._first, self._next))
+        return copy_state((self._hist, self._dstate, self._first, self._next))
 
     def restore(self, state: object) -> None:
         """Return to a state taken by :meth:`snapshot`."""
-        hist, dstate, first, nxt = copy.deepcopy(state)  # type: ignore[misc]
+        hist, dstate, first, nxt = copy_state(state)  # type: ignore[misc]
         self._hist, self._dstate, self._first, self._next = hist, dstate, first, nxt
 
 
@@ -604,11 +605,11 @@ class PllEstimator(_DecidingEstimator):
 
     def snapshot(self) -> object:
         """A copy of the full state."""
-        return copy.deepcopy((self._zi, self._pst, self._dstate, self._next))
+        return copy_state((self._zi, self._pst, self._dstate, self._next))
 
     def restore(self, state: object) -> None:
         """Return to a state taken by :meth:`snapshot`."""
-        zi, pst, dstate, nxt = copy.deepcopy(state)  # type: ignore[misc]
+        zi, pst, dstate, nxt = copy_state(state)  # type: ignore[misc]
         self._zi, self._pst, self._dstate, self._next = zi, pst, dstate, nxt
 
 
@@ -672,11 +673,11 @@ class NgoThreshold:
 
     def snapshot(self) -> object:
         """A copy of the full state."""
-        return copy.deepcopy((self._zi, self._st, self._next))
+        return copy_state((self._zi, self._st, self._next))
 
     def restore(self, state: object) -> None:
         """Return to a state taken by :meth:`snapshot`."""
-        self._zi, self._st, self._next = copy.deepcopy(state)  # type: ignore[misc]
+        self._zi, self._st, self._next = copy_state(state)  # type: ignore[misc]
 
 
 ESTIMATORS = {"echt": EchtEstimator, "pll": PllEstimator, "ngo": NgoThreshold}

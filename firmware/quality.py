@@ -69,9 +69,14 @@ class QualityMonitor:
         all_max = np.concatenate([self.hist_max, bmax])
         all_min = np.concatenate([self.hist_min, bmin])
         # Good signal is the common case: test cheaply before building per-block masks.
-        # No window can be flatter than its liveliest block, so the sliding test is needed
-        # only when some block is nearly flat.
-        if self.window > 1 and block_ptp.min() < FLAT_PTP_UV:
+        # No window can be flatter than its liveliest block, nor than any aligned group of
+        # (window + 1) // 2 blocks (every window holds one whole), so the sliding test is
+        # needed only when some group is nearly flat.
+        if (
+            self.window > 1
+            and block_ptp.min() < FLAT_PTP_UV
+            and self._some_flat_group(all_max, all_min)
+        ):
             win = np.lib.stride_tricks.sliding_window_view
             ptp = win(all_max, self.window).max(axis=1) - win(all_min, self.window).min(axis=1)
             cause[ptp < FLAT_PTP_UV] = CAUSES.index("flat")
@@ -84,6 +89,14 @@ class QualityMonitor:
             cause[(fb & FLAG_CLIPPED).any(axis=1)] = CAUSES.index("clipped")
             cause[(fb & FLAG_LEAD_OFF).any(axis=1)] = CAUSES.index("lead_off")
         return cause, QualityScan(all_max, all_min, self.window - 1)
+
+    def _some_flat_group(self, all_max: np.ndarray, all_min: np.ndarray) -> bool:
+        g = (self.window + 1) // 2
+        m = all_max.size // g * g
+        if m == 0:
+            return True
+        ptp = all_max[:m].reshape(-1, g).max(axis=1) - all_min[:m].reshape(-1, g).min(axis=1)
+        return bool(ptp.min() < FLAT_PTP_UV)
 
     def commit(self, state: tuple[np.ndarray, np.ndarray]) -> None:
         """Adopt a state given by :meth:`QualityScan.state`."""

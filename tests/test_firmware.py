@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import ArraySource, slow_wave_eeg
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy import signal
 
 from firmware.app import Application
 from firmware.dsp import CausalFilter
 from firmware.program import load_program
-from firmware.quality import CAUSES, QualityMonitor
+from firmware.quality import CAUSES, FLAT_PTP_UV, QualityMonitor
 from firmware.trigger import UpPhaseTrigger
 from hal.adc import FLAG_CLIPPED, FLAG_LEAD_OFF, AdcModel, FrontEnd
 
@@ -79,6 +81,33 @@ def test_trigger_in_pieces_equals_whole(block):
         trig.commit(scan.state(piece.size))
         pieces.extend(c)
     assert pieces == whole and len(whole) > 20
+
+
+@given(
+    levels=st.lists(st.sampled_from([0.5, 3.0, 6.0, 40.0]), min_size=1, max_size=12),
+    lengths=st.lists(st.integers(1, 40), min_size=12, max_size=12),
+    split=st.integers(1, 300),
+)
+def test_quality_flat_test_equals_the_sliding_window_by_brute_force(levels, lengths, split):
+    """The shortcut that skips the sliding flat test never changes a verdict."""
+    rng = np.random.default_rng(len(levels))
+    x = np.concatenate(
+        [lvl * rng.uniform(-1, 1, 8 * k) for lvl, k in zip(levels, lengths, strict=False)]
+    )
+    flags = np.zeros(x.size, dtype=np.uint8)
+    q = QualityMonitor(SFREQ, 8)
+    cut = min(split, x.size // 8) * 8
+    c1, scan = q.peek(x[:cut], flags[:cut])
+    q.commit(scan.state(cut // 8))
+    c2, _ = q.peek(x[cut:], flags[cut:]) if cut < x.size else (np.zeros(0, np.int8), None)
+    got = np.concatenate([c1, c2])
+    xb = x.reshape(-1, 8)
+    w = q.window
+    expected = [
+        CAUSES.index("flat") if k >= w - 1 and np.ptp(xb[k - w + 1 : k + 1]) < FLAT_PTP_UV else 0
+        for k in range(xb.shape[0])
+    ]
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_quality_flags_each_cause():
