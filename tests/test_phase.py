@@ -199,9 +199,11 @@ def test_gate_emulates_refractory_timer_and_bad_signal():
 
 
 @pytest.mark.skipif(not DREAMS.is_dir(), reason="DREAMS excerpts not available")
-def test_echt_reaches_the_targets_on_dreams():
+@pytest.mark.parametrize("online", [False, True], ids=["expert-gate", "whole-firmware"])
+def test_echt_reaches_the_targets_on_dreams(online):
+    """Expert gate: the estimator alone; whole firmware: its own online stager gates too."""
     recs = [bench.load_dreams(DREAMS, name) for name in bench.DREAMS_EXCERPTS]
-    result = bench.run(recs, ["echt", "ngo"])
+    result = bench.run(recs, ["echt", "ngo"], online=online)
     echt = result["estimators"]["echt"]
     for name in (*bench.DREAMS_EXCERPTS, "pooled"):
         m = echt[name]
