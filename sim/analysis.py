@@ -22,6 +22,23 @@ def ground_truth_phase(x_uv: np.ndarray, sfreq: float) -> np.ndarray:
     return np.degrees(np.angle(analytic))
 
 
+def recorded_phase(result) -> np.ndarray | None:
+    """:func:`ground_truth_phase` of the night's first EEG row, computed once per result.
+
+    The summary and the report both need it; on an 8-h night the Hilbert transform of
+    7.2 million samples is seconds of work, so it is kept on the result.
+    """
+    cached = getattr(result, "_ground_truth_phase", None)
+    if cached is not None:
+        return cached
+    if result.recorded is None or "eeg" not in result.ch_roles:
+        return None
+    x = result.recorded[result.ch_roles.index("eeg")].astype(np.float64)
+    phase = ground_truth_phase(x, result.sfreq)
+    result._ground_truth_phase = phase
+    return phase
+
+
 def circular_mean_deg(phases_deg: np.ndarray) -> float:
     """Circular mean in degrees, in (-180, 180]; NaN when empty."""
     if len(phases_deg) == 0:
@@ -112,13 +129,11 @@ def night_analysis(result) -> dict:
     out["share_outside_n2_n3"] = (
         1 - (per_stage["N2"] + per_stage["N3"]) / len(played) if played else 0.0
     )
-    if result.recorded is not None:
-        eeg_row = result.ch_roles.index("eeg")
-        x = result.recorded[eeg_row].astype(np.float64)
-        truth_phase = ground_truth_phase(x, result.sfreq)
+    truth_phase = recorded_phase(result)
+    if truth_phase is not None:
         for name, group in (("phase_delivered", played), ("phase_sham", sham)):
             idx = [round(e["t"] * result.sfreq) for e in group]
-            idx = [i for i in idx if 0 <= i < x.size]
+            idx = [i for i in idx if 0 <= i < truth_phase.size]
             if idx:
                 out[name] = phase_metrics(truth_phase[idx])
     return out

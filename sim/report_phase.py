@@ -51,7 +51,7 @@ def draw_phase_panels(fig, spec, result) -> None:
 
     # Polar histogram of the ground-truth phase at the onsets.
     if x is not None and onsets.size:
-        phases = analysis.ground_truth_phase(x, result.sfreq)[onsets]
+        phases = analysis.recorded_phase(result)[onsets]
         m = analysis.phase_metrics(phases)
         bins = np.linspace(-np.pi, np.pi, 25)
         counts, _ = np.histogram(np.radians(phases), bins)
