@@ -29,7 +29,9 @@ Res 10:253), with respiratory sinus arrhythmia. The accelerometer reads magnitud
 Around that sit the planned events (all O(epochs), drawn from the seed): spontaneous
 arousals (3-12 s of alpha/beta, damped sleep EEG, chin EMG burst, movement; about 5 per
 hour of sleep, fewest in N3), rare nightmare episodes in late REM (heart rate +18 bpm,
-more chin EMG and twitches, one to three arousal attempts) and, with ``artifacts=True``,
+rising and falling over 12 s, 2.5x the atonic chin EMG and more twitches, one to three
+arousal attempts; ``nightmares=N`` plants N of them in the night's REM instead, for tests
+and benches) and, with ``artifacts=True``,
 about one artifact per hour (electrode pop, motion, 50 Hz line noise, saturation beyond
 the ADC range, lead-off as NaN). Each is a world event.
 
@@ -92,7 +94,7 @@ _TO_OUT = np.array([1e-6, 1e-6, 1e-6, 1e-6, 1e-3, 1.0])[:, None]
 
 # Seed streams: each kind of randomness has its own SeedSequence branch so that, e.g.,
 # turning artifacts off does not change the hypnogram or the EEG.
-_S_PERSON, _S_HYPNO, _S_PLAN, _S_HEART, _S_TILE, _S_OVERLAY, _S_STIM = range(7)
+_S_PERSON, _S_HYPNO, _S_PLAN, _S_HEART, _S_TILE, _S_OVERLAY, _S_STIM, _S_NIGHTMARE = range(8)
 
 #: YASA's bands (Hz), used to shape the spectra.
 _BANDS = ((0.4, 1.0), (1.0, 4.0), (4.0, 8.0), (8.0, 12.0), (12.0, 16.0), (16.0, 30.0))
@@ -120,6 +122,18 @@ _AROUSAL_P = {"W": 0.0, "N1": 0.06, "N2": 0.045, "N3": 0.012, "R": 0.05}
 _AROUSAL_SENS = {"W": 0.0, "N1": 1.0, "N2": 0.6, "N3": 0.15, "R": 0.4}
 #: How much of an evoked slow oscillation each stage supports.
 _EVOKED_GAIN = {"W": 0.0, "N1": 0.15, "N2": 0.7, "N3": 1.0, "R": 0.1}
+#: Nightmare heart-rate excess (bpm) and the time (s) it takes to rise, and to fall at the end.
+_NM_HR_BPM = 18.0
+_NM_RAMP_S = 12.0
+#: Extra chin EMG in a nightmare: the atonic REM tone times this factor (as RMS), and the
+#: extra phasic twitches per 30 s on top of REM's own.
+_NM_EMG_FACTOR = 2.5
+_NM_TWITCHES = 4.5
+#: Haptic pulse during a nightmare (modelling assumption, see :meth:`VirtualSleeper.stimulate`):
+#: logistic in the drive (percent) -- half-effect point and slope -- for ending the
+#: nightmare and for waking the sleeper.
+_HAPTIC_END_HALF, _HAPTIC_END_SLOPE = 35.0, 7.0
+_HAPTIC_WAKE_HALF, _HAPTIC_WAKE_SLOPE = 70.0, 7.0
 
 
 @dataclass(frozen=True)
@@ -302,6 +316,12 @@ def _event_templates(sf: float) -> dict[str, np.ndarray]:
     }
 
 
+def _smoothstep_int(x: np.ndarray) -> np.ndarray:
+    """Integral of :func:`_smoothstep` from 0 to ``x`` (0 below, ``x - 1/2`` above 1)."""
+    c = np.clip(x, 0.0, 1.0)
+    return c**3 - 0.5 * c**4 + np.maximum(x - 1.0, 0.0)
+
+
 def _smoothstep(x: np.ndarray) -> np.ndarray:
     """0 -> 1 sigmoid on x in [0, 1] (clipped), C1-continuous."""
     x = np.clip(x, 0.0, 1.0)
@@ -378,6 +398,12 @@ class VirtualSleeper:
     artifacts : bool
         Add rare artifacts (electrode pops, motion, 50 Hz line noise, saturation,
         lead-off), each announced as a world event.
+    nightmares : int or None
+        None: nightmares as they come (late-night REM, about one night in four).
+        N (0-100): exactly N nightmares, placed in the night's REM periods from the first
+        one on (after 4 calm REM epochs, 4 epochs apart, 2-5 epochs long; fewer when the
+        REM does not hold N, with a warning). Drawn from a stream of their own: the rest of
+        the night is the one ``None`` gives, without its nightmares.
 
     Examples
     --------
@@ -394,9 +420,17 @@ class VirtualSleeper:
         sfreq: float = DEFAULT_SFREQ,
         hypnogram: Sequence[str] | None = None,
         artifacts: bool = True,
+        nightmares: int | None = None,
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise UserInputError(f"seed must be a non-negative integer, got {seed!r}")
+        if nightmares is not None and (
+            isinstance(nightmares, bool)
+            or not isinstance(nightmares, (int, np.integer))
+            or not 0 <= nightmares <= 100
+        ):
+            raise UserInputError(f"nightmares must be an integer in [0, 100], got {nightmares!r}")
+        self.n_nightmares = None if nightmares is None else int(nightmares)
         if not 100.0 <= float(sfreq) <= 2000.0:
             raise UserInputError(f"sfreq must be between 100 and 2000 Hz, got {sfreq!r}")
         self.seed = int(seed)
@@ -421,7 +455,8 @@ class VirtualSleeper:
             channels=CHANNELS,
             n_samples=n_samples,
             description=f"sleeper://?seed={self.seed}&hours={n_samples / self.sfreq / 3600:g}"
-            f"&sfreq={self.sfreq:g}&artifacts={int(self.artifacts)}",
+            f"&sfreq={self.sfreq:g}&artifacts={int(self.artifacts)}"
+            + ("" if nightmares is None else f"&nightmares={int(nightmares)}"),
         )
         self._closed = False
         self._setup_dsp()
@@ -516,8 +551,9 @@ class VirtualSleeper:
 
         Kinds of ``event``: ``stage`` (``stage``, ``cause``), ``arousal`` (``duration``,
         ``cause``: spontaneous, stimulus or nightmare), ``artifact`` (``type``: pop, motion,
-        line, saturation, leadoff; ``channel``, ``duration``), ``nightmare`` (``duration``),
-        ``evoked`` (response to a stimulus: ``phase``, ``gain``, ``stage``).
+        line, saturation, leadoff; ``channel``, ``duration``), ``nightmare`` (``duration``:
+        the planned one), ``nightmare_end`` (``duration`` as it ran, ``cause``: plan, haptic
+        or awakening), ``evoked`` (response to a stimulus: ``phase``, ``gain``, ``stage``).
         """
         lo = bisect.bisect_left(self._ev_samples, int(start))
         hi = bisect.bisect_left(self._ev_samples, int(stop))
@@ -624,26 +660,59 @@ class VirtualSleeper:
                 }
             )
             overlays.append(self._arousal_overlay(round(t0 * sf), float(durs[k]), (1, int(k))))
-        # Nightmares: rare, in late-night REM periods (about one night in four).
+        # Nightmares: rare, in late-night REM periods (about one night in four), or N of
+        # them planted on request (their own stream, so the rest of the plan is unchanged).
         self._nightmare_epochs = np.zeros(self.n_epochs, bool)
+        self._nightmares: list[dict] = []
         r_runs = _runs(self._hyp, "R")
-        for a, b in r_runs:
-            if a < self.n_epochs * 0.45 or b - a < 8 or rng.random() > 0.12:
-                continue
-            k0 = int(rng.integers(a + 2, b - 4))
-            n_ep = int(rng.integers(2, 6))
-            k1 = min(k0 + n_ep, b)
-            self._nightmare_epochs[k0:k1] = True
-            events.append(
-                {"t": k0 * EPOCH_S, "event": "nightmare", "duration": (k1 - k0) * EPOCH_S}
-            )
-            for j in range(int(rng.integers(1, 4))):
-                t0 = k0 * EPOCH_S + rng.uniform(0, (k1 - k0) * EPOCH_S - 10.0)
-                d = float(rng.uniform(3.0, 10.0))
-                events.append(
-                    {"t": t0, "event": "arousal", "duration": round(d, 2), "cause": "nightmare"}
+        spans: list[tuple[int, int]] = []
+        nm_rng = rng
+        if self.n_nightmares is None:
+            for a, b in r_runs:
+                if a < self.n_epochs * 0.45 or b - a < 8 or rng.random() > 0.12:
+                    continue
+                k0 = int(rng.integers(a + 2, b - 4))
+                n_ep = int(rng.integers(2, 6))
+                spans.append((k0, min(k0 + n_ep, b)))
+        else:
+            nm_rng = self._rng(_S_NIGHTMARE)
+            for a, b in r_runs:
+                k0 = a + 4  # a calm REM stretch first: the detectors learn the REM baseline
+                while len(spans) < self.n_nightmares and k0 + 2 <= b:
+                    k1 = min(k0 + int(nm_rng.integers(2, 6)), b)
+                    spans.append((k0, k1))
+                    k0 = k1 + 4
+            if len(spans) < self.n_nightmares:
+                logger.warning(
+                    "the night's REM holds %d of the %d nightmares asked for",
+                    len(spans),
+                    self.n_nightmares,
                 )
-                overlays.append(self._arousal_overlay(round(t0 * sf), d, (2, k0, j)))
+        for k0, k1 in spans:
+            self._nightmare_epochs[k0:k1] = True
+            t_start, t_end = k0 * EPOCH_S, k1 * EPOCH_S
+            nm: dict = {"start": t_start, "planned_end": t_end, "end": t_end, "key": k0}
+            start_ev = {"t": t_start, "event": "nightmare", "duration": t_end - t_start}
+            end_ev = {
+                "t": t_end,
+                "event": "nightmare_end",
+                "duration": t_end - t_start,
+                "cause": "plan",
+            }
+            events += [start_ev, end_ev]
+            nm["end_event"] = end_ev
+            nm["attempts"] = []
+            for j in range(int(nm_rng.integers(1, 4))):
+                t0 = t_start + nm_rng.uniform(0, t_end - t_start - 10.0)
+                d = float(nm_rng.uniform(3.0, 10.0))
+                ev = {"t": t0, "event": "arousal", "duration": round(d, 2), "cause": "nightmare"}
+                ov = self._arousal_overlay(round(t0 * sf), d, (2, k0, j))
+                events.append(ev)
+                overlays.append(ov)
+                nm["attempts"].append((ev, ov))
+            nm["overlay"] = self._nightmare_overlay(nm)
+            overlays.append(nm["overlay"])
+            self._nightmares.append(nm)
         if self.artifacts:
             hours = self.n_epochs * EPOCH_S / 3600.0
             n_art = max(1, int(rng.poisson(1.0 * hours)))
@@ -655,9 +724,12 @@ class VirtualSleeper:
                 events.append(ev)
                 overlays.append(ov)
         for e in events:
-            e["t"] = round(float(e["t"]), 4)
+            # In place: a nightmare cut short finds (and removes) its later events by identity.
+            full = {"kind": "world", **e, "t": round(float(e["t"]), 4)}
+            e.clear()
+            e.update(full)
         # Sorted once here; stimulus-driven entries are inserted in order (bisect) later.
-        self._events = sorted(({"kind": "world", **e} for e in events), key=lambda e: e["t"])
+        self._events = sorted(events, key=lambda e: e["t"])
         self._ev_t = [e["t"] for e in self._events]
         self._ev_samples = [self._sample_of(t) for t in self._ev_t]
         self._overlays = sorted(overlays, key=lambda o: o.start)
@@ -683,6 +755,141 @@ class VirtualSleeper:
         self._ov_starts.insert(i, ov.start)
         self._ov_maxlen = max(self._ov_maxlen, ov.stop - ov.start)
 
+    def _remove_event(self, event: dict) -> None:
+        """Drop a planned world event (by identity) that has not happened yet."""
+        i = bisect.bisect_left(self._ev_t, event["t"])
+        while i < len(self._events) and self._ev_t[i] <= event["t"]:
+            if self._events[i] is event:
+                del self._events[i], self._ev_t[i], self._ev_samples[i]
+                return
+            i += 1
+
+    def _remove_overlay(self, ov: _Overlay) -> None:
+        """Drop a planned overlay (by identity) that has not begun yet."""
+        i = bisect.bisect_left(self._ov_starts, ov.start)
+        while i < len(self._overlays) and self._ov_starts[i] <= ov.start:
+            if self._overlays[i] is ov:
+                del self._overlays[i], self._ov_starts[i]
+                return
+            i += 1
+
+    # ---------------------------------------------------------------- nightmares
+    def _nightmare_at(self, t: float) -> dict | None:
+        """The nightmare going on at ``t`` seconds (begun, not ended), or None."""
+        for nm in self._nightmares:
+            if nm["start"] <= t < nm["end"]:
+                return nm
+        return None
+
+    def _nm_hr(self, t: np.ndarray, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray]:
+        """Heart-rate excess (beats/s) of all nightmares at ``t`` (s), and its integral
+        (beats) from ``t0`` to each ``t``; ``[t0, t1]`` is the span ``t`` covers.
+
+        Each nightmare adds ``_NM_HR_BPM`` rising over ``_NM_RAMP_S`` from its start and
+        the same ramp, shifted, falling from its end: a difference of two shifted
+        smoothsteps, never negative, with a closed-form integral, so the beat count runs
+        on across tiles and a nightmare cut short changes the heart only after its end.
+        """
+        hr = np.zeros_like(t)
+        beats = np.zeros_like(t)
+        r = _NM_RAMP_S
+        for nm in self._nightmares:
+            a, e = nm["start"], nm["end"]
+            if t1 < a or t0 > e + r:
+                continue
+            amp = _NM_HR_BPM / 60.0
+            hr += amp * (_smoothstep((t - a) / r) - _smoothstep((t - e) / r))
+            beats += (
+                amp
+                * r
+                * (
+                    _smoothstep_int((t - a) / r)
+                    - _smoothstep_int((t - e) / r)
+                    - _smoothstep_int((t0 - a) / r)
+                    + _smoothstep_int((t0 - e) / r)
+                )
+            )
+        return hr, beats
+
+    def _nm_beats_before(self, t: float) -> float:
+        """Beats the nightmares added to the heart before ``t`` seconds."""
+        r = _NM_RAMP_S
+        amp = _NM_HR_BPM / 60.0
+        x = np.array([t])
+        return float(
+            sum(
+                amp
+                * r
+                * (_smoothstep_int((x - nm["start"]) / r) - _smoothstep_int((x - nm["end"]) / r))[0]
+                for nm in self._nightmares
+                if nm["start"] < t
+            )
+        )
+
+    def _nightmare_overlay(self, nm: dict) -> _Overlay:
+        """The nightmare's chin: more tone and twitches, from its start to its end.
+
+        The noise and twitches are drawn over the planned span whatever the end, and the
+        end only shapes the fade (2 s after it): a nightmare cut short keeps every sample
+        before its new end.
+        """
+        sf = self.sfreq
+        start = round(nm["start"] * sf)
+        n = round((nm["planned_end"] - nm["start"] + 2.0) * sf)
+        p = self.person
+
+        def build() -> tuple[np.ndarray | None, np.ndarray | None]:
+            rng = self._rng(_S_OVERLAY, 6, int(nm["key"]))
+            tt = np.arange(n) / sf
+            end = nm["end"] - nm["start"]
+            env = _smoothstep(tt / 3.0) * (1.0 - _smoothstep((tt - end) / 2.0))
+            extra = math.sqrt(_NM_EMG_FACTOR**2 - 1.0) * _EMG_RMS["R"] * p.emg_scale
+            add = np.zeros((6, n))
+            add[_CHIN] = _bandnoise(rng, n, sf, 10.0, min(110.0, sf / 2.2)) * extra * env
+            planned = nm["planned_end"] - nm["start"]
+            n_tw = int(rng.poisson(_NM_TWITCHES * planned / EPOCH_S))
+            for t0, d, a, seed in zip(
+                rng.uniform(0, planned, n_tw),
+                rng.uniform(0.05, 0.25, n_tw),
+                rng.uniform(8.0, 30.0, n_tw),
+                rng.integers(0, 2**31, n_tw),
+                strict=True,
+            ):
+                if t0 >= end:
+                    continue
+                i0 = round(t0 * sf)
+                nn = min(round(d * sf), n - i0)
+                w = np.random.default_rng(int(seed)).standard_normal(nn)
+                add[_CHIN, i0 : i0 + nn] += a * p.emg_scale * w * np.sin(np.pi * np.arange(nn) / nn)
+            add *= 1e-6
+            return add, None
+
+        return _Overlay(start, min(start + n, self.info.n_samples), build)
+
+    def _end_nightmare(self, nm: dict, t_end: float, cause: str) -> dict:
+        """Cut a nightmare short at ``t_end``: heart, chin and later attempts follow."""
+        t_end = max(t_end, nm["start"])
+        nm["end"] = t_end
+        self._remove_event(nm["end_event"])
+        for ev, ov in nm["attempts"]:
+            if ev["t"] >= t_end:
+                self._remove_event(ev)
+                self._remove_overlay(ov)
+        nm["overlay"].stop = min(round((t_end + 2.0) * self.sfreq), self.info.n_samples)
+        nm["overlay"].release()
+        # Tiles from the end on carry the old heart rate: rebuild them (the ECG before the
+        # end is unchanged, so a re-read of earlier samples is identical).
+        k_end = int(t_end // EPOCH_S)
+        for cache in (self._tile_cache,):
+            for k in [k for k in cache if k >= k_end]:
+                del cache[k]
+        return {
+            "t": t_end,
+            "event": "nightmare_end",
+            "duration": round(t_end - nm["start"], 3),
+            "cause": cause,
+        }
+
     def _heart_plan(self) -> None:
         """Per-epoch heart rate and the heart phase (beats) at each epoch start."""
         rng = self._rng(_S_HEART)
@@ -690,7 +897,8 @@ class VirtualSleeper:
         hr = np.array(
             [self.person.hr_sleep + _HR_OFFSET[s] + rng.normal(0, _HR_SD[s]) for s in self._hyp]
         )
-        hr += 6.0 * self._arousal_epochs + 18.0 * self._nightmare_epochs
+        # Nightmares add their own, sub-epoch heart-rate excess in _ecg_tile (_nm_hr).
+        hr += 6.0 * self._arousal_epochs
         hr = np.clip(hr, 42.0, 130.0) / 60.0  # beats per second
         self._hr = hr
         # Within-epoch modulation: respiratory sinus arrhythmia (integer cycles per epoch so
@@ -904,9 +1112,8 @@ class VirtualSleeper:
         zf[:n2] *= np.float32(0.75)
         zf[:n2] += np.float32(0.66) * z2
         np.multiply(self._amp_fz[stage] * g, zf, out=spec[1, :ne])
+        # A nightmare's extra chin tone is an overlay (_nightmare_overlay): it can end early.
         emg_rms = _EMG_RMS[stage] * self.person.emg_scale * float(rng.lognormal(0.0, 0.2))
-        if self._nightmare_epochs[k]:
-            emg_rms *= 2.5
         np.multiply(self._amp_emg * np.float32(emg_rms), z3, out=spec[2])
         np.multiply(self._amp_acc, z4, out=spec[3, :na])
         x = _irfft(spec, n=n, axis=1)
@@ -944,7 +1151,15 @@ class VirtualSleeper:
                 sn, ic = self._sinus(int(cyc))
                 hr += float(amp) * sn
                 beats += float(amp) * ic
-        beats += float(self._beat0[k] - math.floor(self._beat0[k]))
+        b0 = float(self._beat0[k])
+        if self._nightmares:
+            t0 = k * EPOCH_S
+            nm_hr, nm_beats = self._nm_hr(self._t_tile + t0, t0, t0 + EPOCH_S)
+            if nm_hr.any():
+                hr = hr + nm_hr
+                beats = beats + nm_beats
+            b0 += self._nm_beats_before(t0)
+        beats += b0 - math.floor(b0)
         since = beats - np.floor(beats)
         since /= hr  # seconds since the last P-wave onset
         since *= self.sfreq
@@ -1029,7 +1244,6 @@ class VirtualSleeper:
                     -0.5,
                 )
         elif stage == "R":
-            nightmare = bool(self._nightmare_epochs[k])
             phasic = rng.random() < 0.75
             for t0 in rng.uniform(0, dur_s - 2, rng.poisson(3.0 if phasic else 0.5)):
                 self._eye_moves(
@@ -1037,7 +1251,8 @@ class VirtualSleeper:
                 )
             for t0 in rng.uniform(0, dur_s - 4, rng.poisson(1.0)):
                 self._sawtooth(ev, rng, float(t0))
-            for t0 in rng.uniform(0, dur_s, rng.poisson(6.0 if nightmare else 1.5)):
+            # A nightmare's extra twitches are in its overlay.
+            for t0 in rng.uniform(0, dur_s, rng.poisson(1.5)):
                 self._twitch(ev, rng, float(t0))
         if trains:
             self._draw_trains(ev, trains, k)
@@ -1252,7 +1467,8 @@ class VirtualSleeper:
     def stimulate(self, stimulus: Stimulus) -> None:
         """Hear a stimulus emitted at ``stimulus.onset_sample`` and respond.
 
-        Response model (audio; light and haptic only count toward arousal):
+        Response model (audio; light and haptic only count toward arousal, except a haptic
+        pulse during a nightmare, 3):
 
         1. Evoked slow oscillation (Ngo et al. 2013, Neuron 78:545): a K-complex-like
            wave, trough 0.5 s after onset, peak 1.0 s, then a spindle phase-locked to that
@@ -1269,6 +1485,23 @@ class VirtualSleeper:
            alpha/beta, damped sleep EEG, chin EMG burst, movement) is a world event; one in
            four ends in a short awakening (20-60 s of wake signals, stage events W and
            back).
+        3. Haptic pulse during a nightmare (instead of 2). This is the effect NightWare
+           (an Apple Watch app, FDA De Novo authorisation November 2020) is built on: a
+           vibration when heart rate and movement signal a nightmare, meant to interrupt it
+           without waking the sleeper. The dose-response below is a modelling
+           assumption, not fitted to published data: with ``d`` the drive in percent,
+           the pulse wakes the sleeper with probability ``1 / (1 + exp(-(d - 70) / 7))``
+           (0.3 % at 30 %, 5 % at 50 %, 19 % at 60 %): a short awakening as above, and
+           the nightmare ends (``nightmare_end``, cause ``awakening``). Otherwise it ends
+           the nightmare with probability ``1 / (1 + exp(-(d - 35) / 7))`` (10 % at 20 %,
+           67 % at 40 %, 97 % at 60 %) 1-3 s after the pulse (cause ``haptic``): the heart
+           rate falls back to the REM level over 12 s, the extra chin tone fades over
+           2 s, and the arousal attempts it had not made yet do not come. A pulse that
+           does neither leaves the nightmare to run its planned course (``nightmare_end``,
+           cause ``plan``). Haptic pulses outside a nightmare count toward arousal as in 2.
+        4. The safety island's release cue (``reason == "release"``, a dim light ramp meant
+           to wake a trapped sleeper) wakes a sleeper in a nightmare with probability
+           ``min(1, level / 10)`` per pulse (modelling assumption), as in 3.
 
         Effects are overlays on samples at or after the onset; the draw is seeded by
         (seed, onset sample, number of stimuli so far), so the same stimuli give the same
@@ -1305,6 +1538,19 @@ class VirtualSleeper:
             self._onsets, onset - round(10.0 * sf)
         )
         bisect.insort(self._onsets, onset)
+        nightmare = self._nightmare_at(t_on)
+        if nightmare is not None and stimulus.reason == "release":
+            # The safety island's wake cue: meant to wake a trapped sleeper, and it does.
+            if rng.random() < min(1.0, stimulus.level / 10.0):
+                self._wake_from_nightmare(nightmare, onset, rng, new_ev, new_ov)
+            nightmare = None
+        if nightmare is not None and stimulus.modality == "haptic":
+            self._haptic_in_nightmare(nightmare, stimulus, onset, rng, new_ev, new_ov)
+            for e in new_ev:
+                self._add_event(e)
+            for ov in new_ov:
+                self._add_overlay(ov)
+            return
         level = stimulus.level if stimulus.modality == "audio" else 50.0
         lam = _AROUSAL_SENS[stage] * (
             0.25 * math.exp((level - 55.0) / 5.0) + 0.15 * max(0, recent - 2)
@@ -1335,6 +1581,61 @@ class VirtualSleeper:
             self._add_event(e)
         for ov in new_ov:
             self._add_overlay(ov)
+
+    def _haptic_in_nightmare(
+        self,
+        nm: dict,
+        stimulus: Stimulus,
+        onset: int,
+        rng: np.random.Generator,
+        new_ev: list[dict],
+        new_ov: list[_Overlay],
+    ) -> None:
+        """A haptic pulse felt during a nightmare: it may wake, end the nightmare, or neither."""
+        sf = self.sfreq
+        t_on = onset / sf
+        drive = float(stimulus.level)
+        p_wake = 1.0 / (1.0 + math.exp(-(drive - _HAPTIC_WAKE_HALF) / _HAPTIC_WAKE_SLOPE))
+        p_end = 1.0 / (1.0 + math.exp(-(drive - _HAPTIC_END_HALF) / _HAPTIC_END_SLOPE))
+        u_wake, u_end = rng.random(), rng.random()
+        if u_wake < p_wake:
+            self._wake_from_nightmare(nm, onset, rng, new_ev, new_ov)
+        elif u_end < p_end:
+            # The dream is interrupted: the sleeper stays in REM and calms within seconds.
+            t_end = t_on + float(rng.uniform(1.0, 3.0))
+            if t_end < nm["end"]:
+                new_ev.append(self._end_nightmare(nm, t_end, "haptic"))
+
+    def _wake_from_nightmare(
+        self,
+        nm: dict,
+        onset: int,
+        rng: np.random.Generator,
+        new_ev: list[dict],
+        new_ov: list[_Overlay],
+    ) -> None:
+        """Woken by a stimulus: a short awakening (as a sound's), and the nightmare is over."""
+        sf = self.sfreq
+        t_on = onset / sf
+        dur = float(rng.uniform(20.0, 60.0))
+        t0 = t_on + float(rng.uniform(0.3, 1.0))
+        key = (3, onset, len(self._stimuli))
+        start = round(t0 * sf)
+        new_ov.append(self._arousal_overlay(start, dur, key))
+        new_ov.append(self._wake_overlay(start, dur, key))
+        new_ev.append({"t": t0, "event": "arousal", "duration": round(dur, 2), "cause": "stimulus"})
+        new_ev.append({"t": t0, "event": "stage", "stage": "W", "cause": "stimulus"})
+        back = min(t0 + dur, self.info.duration - 1.0 / sf)
+        new_ev.append(
+            {
+                "t": back,
+                "event": "stage",
+                "stage": self.stage_at(round(back * sf)),
+                "cause": "stimulus",
+            }
+        )
+        if t0 < nm["end"]:
+            new_ev.append(self._end_nightmare(nm, t0, "awakening"))
 
     def _evoked_overlay(self, onset: int, gain: float, rng: np.random.Generator) -> _Overlay:
         """Evoked SO + phase-locked spindle + short SO train, scaled by ``gain``."""

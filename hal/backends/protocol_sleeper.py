@@ -1,8 +1,10 @@
 """``sleeper://`` backend: the virtual sleeper of :mod:`sim.sleeper`.
 
-Spec: ``sleeper://?seed=1&hours=8&hypnogram=/path/h.csv&artifacts=0&sfreq=250``. Every key
-is optional. Keyword options given to :func:`open_source` (``seed=``, ``hours=``...)
-override the query string; keywords whose value is None count as not given.
+Spec: ``sleeper://?seed=1&hours=8&hypnogram=/path/h.csv&artifacts=0&sfreq=250&nightmares=3``.
+Every key is optional (``nightmares=N`` plants N nightmares in the night's REM, for tests
+and benches; see :class:`sim.sleeper.VirtualSleeper`). Keyword options given to
+:func:`open_source` (``seed=``, ``hours=``...) override the query string; keywords whose
+value is None count as not given.
 """
 
 from __future__ import annotations
@@ -33,6 +35,17 @@ def _as_int(key: str, value: object) -> int:
     if out < 0:
         raise UserInputError(
             f"Invalid value for {key!r} in sleeper://: allowed is a non-negative integer, "
+            f"got {value!r}."
+        )
+    return out
+
+
+def _as_count(key: str, value: object, high: int) -> int:
+    """Parse an integer in [0, high]."""
+    out = _as_int(key, value)
+    if out > high:
+        raise UserInputError(
+            f"Invalid value for {key!r} in sleeper://: allowed is an integer in [0, {high}], "
             f"got {value!r}."
         )
     return out
@@ -93,6 +106,7 @@ _PARSERS: dict[str, Callable[[str, object], object]] = {
     "sfreq": lambda k, v: _as_float(k, v, 100.0, 2000.0, True, "Hz"),
     "artifacts": _as_bool,
     "hypnogram": _as_hypnogram,
+    "nightmares": lambda k, v: _as_count(k, v, 100),
 }
 
 
@@ -102,7 +116,8 @@ def parse_spec(url: str, **options: object) -> dict[str, object]:
     Parameters
     ----------
     url : str
-        ``sleeper://?seed=1&hours=8&hypnogram=/path/h.csv&artifacts=0&sfreq=250``.
+        ``sleeper://?seed=1&hours=8&hypnogram=/path/h.csv&artifacts=0&sfreq=250``, plus
+        ``nightmares=N`` (0-100).
     **options
         Same keys; they override the query string. None values are ignored.
 
