@@ -24,10 +24,10 @@ import numpy as np
 from firmware import quality
 from firmware.detectors import ArousalDetector, Event
 from firmware.phase import Candidate, make_estimator
-from firmware.program import Gate, Program, TriggerSpec
+from firmware.program import Escalation, Gate, Program, TriggerSpec
 from firmware.stager import EpochDecision
 from firmware.staging import OnlineStager
-from firmware.trigger import SimpleUpPhase, SpindleCue
+from firmware.trigger import GuardCandidate, NightmareGuard, SimpleUpPhase, SpindleCue
 from hal.base import SourceInfo, UserInputError
 
 logger = logging.getLogger(__name__)
@@ -40,12 +40,61 @@ ACQ_CYCLES_PER_CHANNEL_SAMPLE = 40
 MODULATION_CYCLES = 3_000
 #: Stimulation is withheld this long after bad signal ends.
 BAD_SIGNAL_HOLDOFF_S = 5.0
+#: The nightmare guard waits until movement has been still this long (the safety island
+#: still counts activity 2 s apart as one arousal).
+GUARD_SETTLE_S = 3.0
 
 
-def make_trigger(spec: TriggerSpec, sfreq: float, block: int, output_latency_s: float = 0.015):
-    """Build the program's trigger (a phase estimator, the trough trigger, a spindle cue)."""
+def make_trigger(
+    spec: TriggerSpec,
+    sfreq: float,
+    block: int,
+    output_latency_s: float = 0.015,
+    escalation: Escalation | None = None,
+    top_level: float = 50.0,
+    has_emg: bool = True,
+    has_accel: bool = True,
+):
+    """Build the program's trigger.
+
+    Parameters
+    ----------
+    spec : TriggerSpec
+        The program's trigger table.
+    sfreq : float
+        Sampling rate in Hz.
+    block : int
+        Samples per DMA block.
+    output_latency_s : float
+        The transducer's latency, compensated when timing a cue.
+    escalation : Escalation or None
+        The nightmare guard's escalation (``rem-distress`` only; None: constant level).
+    top_level : float
+        The guard's ceiling (the program's ``stimulus.level_db``).
+    has_emg, has_accel : bool
+        The guard's detector gets these rows besides the ECG.
+
+    Returns
+    -------
+    object
+        A phase estimator, the trough trigger, a spindle cue or the nightmare guard.
+    """
     if spec.kind == "spindle":
         return SpindleCue(sfreq, block, output_latency_s)
+    if spec.kind == "rem-distress":
+        esc = escalation or Escalation()
+        return NightmareGuard(
+            sfreq,
+            block,
+            has_emg=has_emg,
+            has_accel=has_accel,
+            start=top_level if esc.start is None else esc.start,
+            step=esc.step,
+            top=top_level,
+            step_s=esc.step_s,
+            period_s=spec.refractory_s,
+            output_latency_s=output_latency_s,
+        )
     options = {} if spec.threshold_uv is None else {"threshold_uv": spec.threshold_uv}
     if spec.kind == "so-upphase":
         return SimpleUpPhase(sfreq, block, **options)
@@ -111,6 +160,7 @@ class ArousalPause:
         self.repeat_window = round(gate.repeat_window_s * sfreq)
         self.repeat_pause = round(gate.repeat_pause_s * sfreq)
         self.in_arousal = False
+        self.waking = False  # the arousal in progress began with an EEG shift or movement
         self.until = -(10**12)
         self.last_onset = -(10**12)  # decision index of the previous arousal's first sign
         self.repeated = False
@@ -118,6 +168,9 @@ class ArousalPause:
     def apply(self, ev: Event) -> None:
         """Take in one arousal event (in order of decision)."""
         if not ev.confirmed:
+            # An EEG shift or movement is the sleeper waking; a chin-EMG sign alone may be
+            # REM muscle activity (a nightmare's tone and twitches).
+            self.waking = "eeg" in ev.source or "movement" in ev.source
             self.repeated = ev.decision_index - self.last_onset < self.repeat_window
             self.last_onset = ev.decision_index
             self.in_arousal = True
@@ -165,8 +218,30 @@ class Application:
         self.n_channels = len(info.channels)
         self.latency_samples = output_latency_s * self.sfreq
         self.quality = quality.QualityMonitor(self.sfreq, block)
-        self.trigger = make_trigger(program.trigger, self.sfreq, block, output_latency_s)
         self.row_accel = (info.picks("accel") or [None])[0]
+        # The nightmare guard reads the heart (and chin, movement), not the EEG.
+        self.guard = program.trigger.kind == "rem-distress"
+        self._trigger_rows: list[int] = [self.row_eeg]
+        if self.guard:
+            row_ecg = (info.picks("ecg") or [None])[0]
+            if row_ecg is None:
+                raise UserInputError(
+                    f"Program '{program.name}' (trigger.kind = 'rem-distress') needs an ECG "
+                    f"channel (role 'ecg'), got roles {[c.role for c in info.channels]}."
+                )
+            self._trigger_rows = [
+                r for r in (row_ecg, self.row_emg, self.row_accel) if r is not None
+            ]
+        self.trigger = make_trigger(
+            program.trigger,
+            self.sfreq,
+            block,
+            output_latency_s,
+            escalation=program.escalation,
+            top_level=program.stimulus.level_db,
+            has_emg=self.row_emg is not None,
+            has_accel=self.row_accel is not None,
+        )
         self.arousal = ArousalDetector(
             self.sfreq,
             block,
@@ -189,6 +264,8 @@ class Application:
         self._epoch = 0
         self.stage = "W"  # nothing is known at switch-on: act as if awake
         self.last_onset = -(10**12)
+        self._guard_episode = -1  # distress episode of the guard's last pulse (onset index)
+        self._guard_first = 0  # decision index of that episode's first pulse
         self.bad_until = -(10**12)  # stimulation withheld before this sample index
         self._bad_run: tuple[int, str] | None = None  # (start index, cause) of a bad stretch
         self.next_index = 0
@@ -268,7 +345,8 @@ class Application:
             eeg_flags = np.bitwise_or.reduce(flags[self.rows_eeg], axis=0)
         causes, q_scan = self.quality.peek(eeg, eeg_flags)
         t_snapshot = self.trigger.snapshot()
-        cands = self.trigger.scan(eeg, start)
+        t_in = data[self._trigger_rows] if self.guard else eeg
+        cands = self.trigger.scan(t_in, start)
         a_snapshot = self.arousal.snapshot()
         a_rows = data[self._arousal_rows]
         arousals = self.arousal.scan(a_rows if a_rows.shape[0] > 1 else a_rows[0], start)
@@ -304,7 +382,7 @@ class Application:
         self.quality.commit(q_scan.state(n_blocks))
         if end < n:
             self.trigger.restore(t_snapshot)
-            self.trigger.scan(eeg[:end], start)
+            self.trigger.scan(t_in[..., :end], start)
             self.arousal.restore(a_snapshot)
             prefix = a_rows[:, :end]
             arousals = self.arousal.scan(prefix if prefix.shape[0] > 1 else prefix[0], start)
@@ -328,9 +406,29 @@ class Application:
         """
         if index < self.bad_until:
             return "withheld: bad signal"
-        if self.arousal_pause.holds(index):
+        if self._held_by_arousal(self.arousal_pause, index):
             return "withheld: arousal"
         return None
+
+    def _held_by_arousal(self, pause: ArousalPause, index: int, moved: int | None = None) -> bool:
+        """Whether an arousal holds a stimulus at ``index`` back.
+
+        The nightmare guard is not held by the program's pause after arousals: the
+        nightmare's arousals are its own attempts to wake, and the pause (10 s, 300 s
+        after a repeat) would silence the guard exactly when the sleeper needs it. Nor by
+        a chin-EMG sign alone: in REM that is the nightmare's muscle activity, the very
+        distress it answers. It waits while the sleeper is actually waking -- an arousal
+        in progress that began with an EEG shift or movement -- and until movement
+        (``moved``: the last sample with movement, the guard's own view) has been still
+        for :data:`GUARD_SETTLE_S`: a pulse into a waking sleeper could turn the attempt
+        into a full awakening, and is what the safety island trips on.
+        """
+        if self.guard:
+            if moved is None:
+                moved = self.trigger.last_movement_index
+            settle = round(GUARD_SETTLE_S * self.sfreq)
+            return (pause.in_arousal and pause.waking) or index - moved < settle
+        return pause.holds(index)
 
     def _gate_open(self) -> bool:
         gate = self.program.gate
@@ -348,7 +446,8 @@ class Application:
         d = cand.decision_index
         if not self._gate_open():
             return []
-        if d < self.bad_until or pause.holds(d):
+        moved = cand.moved_index if isinstance(cand, GuardCandidate) else None
+        if d < self.bad_until or self._held_by_arousal(pause, d, moved):
             return []
         # A bad block earlier in this chunk (or the decision's own block) withholds it too.
         prior = bad_blocks[bad_blocks <= (d - start) // self.block]
@@ -362,8 +461,23 @@ class Application:
             return []
         kind = self.program.trigger.kind
         cue = "spindle" if kind == "spindle" else f"so-upphase/{kind}"
+        if isinstance(cand, GuardCandidate):
+            cue = "nightmare-guard"
         reason = "sham" if self.program.sham else cue
         detail = {"amplitude_uv": round(cand.amplitude_uv, 1), "freq_hz": round(cand.freq_hz, 3)}
+        if isinstance(cand, GuardCandidate):
+            # Escalation counts from the episode's first pulse asked for (not from the
+            # onset): the first pulse the sleeper can feel is the gentle one.
+            if cand.episode != self._guard_episode:
+                self._guard_episode, self._guard_first = cand.episode, d
+            level, step = self.trigger.level_at(self._guard_first, d)
+            # The runner plays the request at detail["level_db"] (percent for haptic).
+            detail = {
+                "hr_rise_bpm": round(cand.amplitude_uv, 1),
+                "hr_bpm": round(cand.freq_hz * 60.0, 1),
+                "level_db": level,
+                "step": step,
+            }
         detail["sound"] = self.program.stimulus.sound_for(self._n_requested)
         self._n_requested += 1
         onsets = [cand.target_index]

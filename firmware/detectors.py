@@ -27,6 +27,9 @@ one whole scan.
   baseline, with optional chin-EMG bursts and accelerometer movement as further signs.
   Early event when the criterion is met (the moment to pause stimulation), completed event
   when it is over.
+* :class:`RemDistressDetector` -- nightmare distress: heart rate from ECG R peaks rising
+  over a running baseline, qualified by chin-EMG tone or twitches over the atonic REM
+  floor or by movement; onset, a periodic tick while it lasts, end when the heart calms.
 
 Why numba: every detector is a sequential state machine over 7.2 M samples per 8-h night;
 a Python loop would take tens of seconds, compiled they take a fraction of a second and
@@ -57,7 +60,9 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ArousalDetector",
     "Detector",
+    "DistressEvent",
     "Event",
+    "RemDistressDetector",
     "SlowWaveDetector",
     "SpindleDetector",
 ]
@@ -1025,3 +1030,377 @@ class ArousalDetector(_Streaming):
         m = _biquads(self.sos_emg, self._zm, emg) if emg is not None else np.empty(0)
         a = acc if acc is not None else np.empty((0, eeg.size))
         return self._events(_arousal_loop(e, m, a, start, self._st, self._ring, self._p))
+
+
+# REM-distress state (float64 array).
+(
+    _RD_ENV,  # decaying envelope of the ECG peaks (sets the R-peak threshold)
+    _RD_ABOVE,  # the ECG is above the threshold
+    _RD_LASTBEAT,  # sample of the last accepted R peak (-1: none)
+    _RD_NRR,  # R-R intervals in the ring (up to 5)
+    _RD_RR0,  # ring of the last five R-R intervals (samples): 5 slots
+    _RD_RR1,
+    _RD_RR2,
+    _RD_RR3,
+    _RD_RR4,
+    _RD_NBEATS,  # heart-rate estimates so far
+    _RD_BASE,  # heart-rate baseline (bpm)
+    _RD_HIGH,  # consecutive beats above baseline + rise
+    _RD_CALM,  # consecutive beats below baseline + rise / 2 (during distress)
+    _RD_IN,  # in distress
+    _RD_ON,  # decision sample of the distress onset
+    _RD_NEXT,  # next periodic tick while in distress
+    _RD_PM,  # EMA of the band-passed chin EMG power
+    _RD_BM,  # floor of the log EMG power (fast down, slow up)
+    _RD_NBLK,  # blocks seen (EMG floor warm-up)
+    _RD_SIGN,  # last sample with a muscle or movement sign (-inf: none)
+    _RD_G,  # slow mean of the accelerometer (gravity)
+    _RD_HAS_G,
+    _RD_HR,  # last heart-rate estimate (bpm)
+    _RD_MOVE,  # last sample with movement (-inf: none)
+    _RD_SIZE,
+) = range(25)
+
+
+@numba.njit(cache=True)
+def _distress_loop(
+    ecg: np.ndarray, m: np.ndarray, acc: np.ndarray, start: int, st: np.ndarray, p: np.ndarray
+) -> np.ndarray:  # pragma: no cover
+    """REM-distress state machine over ECG ``ecg`` (µV), band-passed EMG ``m`` (empty when
+    absent) and accelerometer ``acc`` (empty when absent).
+
+    ``p`` = [env_decay, thr_ratio, thr_min, refractory, rr_max, base_n, warm_beats,
+    rise_bpm, n_high, n_calm, a_emg, a_floor_down, a_floor_up, emg_ratio_log, move_g,
+    a_grav, sign_window, tick, sfreq, block, warm_blocks, need_sign, a_warm].
+    Output rows: kind (0 onset, 1 end, 2 tick), onset decision, last movement sample,
+    decision, rise over baseline (bpm), heart rate (bpm), unused."""
+    decay, thr_ratio, thr_min, refr, rr_max = p[0], p[1], p[2], p[3], p[4]
+    base_n, warm, rise, n_high, n_calm = p[5], p[6], p[7], p[8], p[9]
+    a_m, a_down, a_up, r_m, move_g, a_g = p[10], p[11], p[12], p[13], p[14], p[15]
+    sgap, tick, sf, blk, warm_blk, need_sign = p[16], p[17], p[18], int(p[19]), p[20], p[21]
+    n = ecg.shape[0]
+    has_emg = m.shape[0] == n
+    has_acc = acc.shape[0] == n
+    out = np.empty((n // 8 + 4, _N_COLS))
+    k = 0
+    rr = np.empty(5)
+    for i in range(n):
+        idx = start + i
+        x = ecg[i]
+        # Muscle: a floor tracker of the log power (falls fast into atonia, rises slowly),
+        # so REM's own silence is the reference and a nightmare's tone stands out.
+        if has_emg:
+            st[_RD_PM] += a_m * (m[i] * m[i] - st[_RD_PM])
+            if (idx + 1) % blk == 0:
+                lm = np.log(st[_RD_PM] + 1e-12)
+                st[_RD_NBLK] += 1.0
+                if st[_RD_NBLK] <= 1.0:
+                    st[_RD_BM] = lm
+                elif st[_RD_NBLK] <= warm_blk:
+                    # Warm-up: follow the power both ways (its average starts from zero).
+                    st[_RD_BM] += p[22] * (lm - st[_RD_BM])
+                elif lm < st[_RD_BM]:
+                    st[_RD_BM] += a_down * (lm - st[_RD_BM])
+                elif st[_RD_IN] == 0.0:
+                    st[_RD_BM] += a_up * (lm - st[_RD_BM])
+                if st[_RD_NBLK] > warm_blk and lm - st[_RD_BM] > r_m:
+                    st[_RD_SIGN] = idx
+        if has_acc:
+            if st[_RD_HAS_G] == 0.0:
+                st[_RD_G] = acc[i]
+                st[_RD_HAS_G] = 1.0
+            st[_RD_G] += a_g * (acc[i] - st[_RD_G])
+            if abs(acc[i] - st[_RD_G]) > move_g:
+                st[_RD_SIGN] = idx
+                st[_RD_MOVE] = idx
+        # R peaks: upward crossings of half the decaying peak envelope, 0.33 s refractory
+        # (the T wave is not a beat).
+        st[_RD_ENV] = max(x, st[_RD_ENV] * decay)
+        thr = max(thr_min, thr_ratio * st[_RD_ENV])
+        above = x > thr
+        beat = above and st[_RD_ABOVE] == 0.0
+        st[_RD_ABOVE] = 1.0 if above else 0.0
+        if beat and (st[_RD_LASTBEAT] < 0 or idx - st[_RD_LASTBEAT] >= refr):
+            last = st[_RD_LASTBEAT]
+            st[_RD_LASTBEAT] = idx
+            if last >= 0:
+                interval = idx - last
+                if interval > rr_max:  # lost beats (lead-off): start the ring over
+                    st[_RD_NRR] = 0.0
+                else:
+                    j = int(st[_RD_NRR])
+                    if j < 5:
+                        st[_RD_RR0 + j] = interval
+                        st[_RD_NRR] = j + 1
+                    else:
+                        for q in range(4):
+                            st[_RD_RR0 + q] = st[_RD_RR0 + q + 1]
+                        st[_RD_RR4] = interval
+                    if st[_RD_NRR] >= 5:
+                        # The median interval: one missed or extra beat does not move it.
+                        for q in range(5):
+                            rr[q] = st[_RD_RR0 + q]
+                        rr.sort()
+                        hr = 60.0 * sf / rr[2]
+                        st[_RD_HR] = hr
+                        st[_RD_NBEATS] += 1.0
+                        nb = st[_RD_NBEATS]
+                        if nb <= 1.0:
+                            st[_RD_BASE] = hr
+                        high = nb > warm and hr > st[_RD_BASE] + rise
+                        st[_RD_HIGH] = st[_RD_HIGH] + 1.0 if high else 0.0
+                        if st[_RD_IN] == 0.0:
+                            signed = need_sign == 0.0 or idx - st[_RD_SIGN] <= sgap
+                            if st[_RD_HIGH] >= n_high and signed:
+                                st[_RD_IN] = 1.0
+                                st[_RD_ON] = idx
+                                st[_RD_NEXT] = idx + tick
+                                st[_RD_CALM] = 0.0
+                                out[k, 0] = 0.0
+                                out[k, 1] = idx
+                                out[k, 2] = st[_RD_MOVE]
+                                out[k, 3] = idx
+                                out[k, 4] = hr - st[_RD_BASE]
+                                out[k, 5] = hr
+                                out[k, 6] = 0.0
+                                k += 1
+                            elif not high:
+                                # The baseline follows the calm heart only: distress (or a
+                                # run of high beats) cannot raise it.
+                                a = max(1.0 / nb, 1.0 / base_n)
+                                st[_RD_BASE] += a * (hr - st[_RD_BASE])
+                        else:
+                            calm = hr < st[_RD_BASE] + 0.5 * rise
+                            st[_RD_CALM] = st[_RD_CALM] + 1.0 if calm else 0.0
+                            if st[_RD_CALM] >= n_calm:
+                                st[_RD_IN] = 0.0
+                                st[_RD_HIGH] = 0.0
+                                out[k, 0] = 1.0
+                                out[k, 1] = st[_RD_ON]
+                                out[k, 2] = st[_RD_MOVE]
+                                out[k, 3] = idx
+                                out[k, 4] = hr - st[_RD_BASE]
+                                out[k, 5] = hr
+                                out[k, 6] = 0.0
+                                k += 1
+        if st[_RD_IN] > 0.0 and idx >= st[_RD_NEXT]:
+            # Distress goes on: a tick at a fixed period from its onset, while the heart is
+            # still high (a heart already calming, not yet calm, skips the tick).
+            st[_RD_NEXT] += tick
+            if st[_RD_HR] < st[_RD_BASE] + rise:
+                continue
+            out[k, 0] = 2.0
+            out[k, 1] = st[_RD_ON]
+            out[k, 2] = st[_RD_MOVE]
+            out[k, 3] = idx
+            out[k, 4] = st[_RD_HR] - st[_RD_BASE]
+            out[k, 5] = st[_RD_HR]
+            out[k, 6] = 0.0
+            k += 1
+    return out[:k]
+
+
+@dataclass(frozen=True)
+class DistressEvent:
+    """A REM-distress decision.
+
+    Attributes
+    ----------
+    kind : str
+        ``"onset"`` (distress criterion met), ``"tick"`` (distress still on, one per
+        ``tick_s`` from the onset) or ``"end"`` (the heart has calmed).
+    onset_index : int
+        Decision sample of the episode's onset.
+    decision_index : int
+        First sample at which this decision is known.
+    rise_bpm : float
+        Heart rate over the running baseline at the decision (bpm).
+    hr_bpm : float
+        Heart rate at the decision (median of the last five R-R intervals).
+    moved_index : int
+        Last sample with movement at the decision (very negative: none yet).
+    """
+
+    kind: str
+    onset_index: int
+    decision_index: int
+    rise_bpm: float
+    hr_bpm: float
+    moved_index: int = -(10**12)
+
+
+class RemDistressDetector(_Streaming):
+    """Causal REM-distress (nightmare) detector: heart rate over its baseline, with a
+    muscle or movement sign.
+
+    Heart rate comes from R peaks on the ECG (upward crossings of half a decaying peak
+    envelope, 0.33 s refractory so the T wave is not a beat), as the median of the last
+    five R-R intervals; its baseline is a running mean over about ``baseline_beats``
+    beats that follows the calm heart only. Distress begins when ``high_beats``
+    consecutive estimates lie ``rise_bpm`` or more over the baseline while the chin EMG
+    (power over its REM floor by ``emg_ratio``) or the accelerometer (``move_g`` off its
+    slow mean) showed a sign within the last ``sign_window_s`` -- heart rate alone
+    swings by several bpm in phasic REM, the muscle sign makes it specific (NightWare
+    pairs heart rate with movement for the same reason). It ends after ``calm_beats``
+    consecutive estimates below baseline + ``rise_bpm / 2``. While it lasts a ``tick``
+    is decided every ``tick_s`` from the onset, when the heart rate is still ``rise_bpm``
+    over the baseline (a heart that is calming skips it): the clock of an escalating
+    intervention.
+
+    Parameters
+    ----------
+    sfreq : float
+        Sampling rate in Hz.
+    block : int
+        Samples per DMA block (the EMG floor is updated once per block).
+    has_emg, has_accel : bool
+        Rows given to :meth:`scan` besides the ECG (one accelerometer row: magnitude).
+    rise_bpm : float
+        Heart-rate rise over baseline that counts (bpm).
+    high_beats, calm_beats : int
+        Consecutive estimates for the onset and for the end.
+    baseline_beats : int
+        Memory of the heart-rate baseline.
+    warmup_beats : int
+        No decision before this many heart-rate estimates.
+    emg_ratio : float
+        EMG power over its floor that counts as a muscle sign (×).
+    move_g : float
+        Accelerometer deviation from its 2-s mean that counts as movement.
+    sign_window_s : float
+        A sign this recent qualifies the onset.
+    require_sign : bool
+        False: heart rate alone decides (no EMG/accelerometer on the device).
+    tick_s : float
+        Period of the ticks while distress lasts.
+    """
+
+    kind = "rem_distress"
+    _STATE = ("_zm", "_st")
+
+    def __init__(
+        self,
+        sfreq: float = _FS,
+        block: int = _BLOCK,
+        has_emg: bool = True,
+        has_accel: bool = True,
+        rise_bpm: float = 12.0,
+        high_beats: int = 3,
+        calm_beats: int = 3,
+        baseline_beats: int = 120,
+        warmup_beats: int = 30,
+        emg_ratio: float = 2.0,
+        move_g: float = 0.05,
+        sign_window_s: float = 20.0,
+        require_sign: bool = True,
+        tick_s: float = 5.0,
+    ) -> None:
+        super().__init__(sfreq, block)
+        if rise_bpm <= 0 or emg_ratio <= 1 or tick_s <= 0:
+            raise ValueError("rise_bpm and tick_s must be > 0 and emg_ratio > 1.")
+        self.has_emg = bool(has_emg)
+        self.has_accel = bool(has_accel)
+        self.sos_emg = _bandpass((10.0, min(100.0, 0.45 * sfreq)), sfreq, 2)
+        rate_b = sfreq / block
+        self._p = np.array(
+            [
+                math.exp(-math.log(2.0) / (3.0 * sfreq)),  # the envelope halves in 3 s
+                0.5,
+                150.0,  # µV: below this nothing is an R peak (lead-off, flat line)
+                self._samples(0.33),
+                self._samples(2.5),
+                float(baseline_beats),
+                float(warmup_beats),
+                float(rise_bpm),
+                float(high_beats),
+                float(calm_beats),
+                _alpha(1.0, sfreq),
+                _alpha(10.0, rate_b),
+                _alpha(300.0, rate_b),
+                math.log(emg_ratio),
+                float(move_g),
+                _alpha(2.0, sfreq),
+                self._samples(sign_window_s),
+                float(self._samples(tick_s)),
+                float(sfreq),
+                float(block),
+                10.0 * rate_b,  # 10 s before the EMG floor counts
+                1.0 if require_sign else 0.0,
+                _alpha(1.0, rate_b),  # the floor's warm-up average
+            ]
+        )
+        self._zm = np.zeros((self.sos_emg.shape[0], 2))
+        st = np.zeros(_RD_SIZE)
+        st[_RD_LASTBEAT] = -1.0
+        st[_RD_SIGN] = -1e18
+        st[_RD_MOVE] = -1e18
+        self._st = st
+
+    @property
+    def cycles_per_sample(self) -> int:
+        """Declared MCU cost per sample: the R-peak envelope and compare; with EMG its
+        band-pass and EMA (the log and floor once per block); with an accelerometer an EMA
+        and a compare; the state machine; per beat a five-value median and a division
+        (spread over the ~250 samples of a beat, rounded up to a cycle)."""
+        c = CYCLES_PER_EMA + 3 * CYCLES_PER_COMPARE
+        if self.has_emg:
+            c += self.sos_emg.shape[0] * CYCLES_PER_SECTION_SAMPLE + CYCLES_PER_EMA
+            c += -(-(CYCLES_PER_LOG + CYCLES_PER_EMA + CYCLES_PER_COMPARE) // self.block)
+        if self.has_accel:
+            c += CYCLES_PER_EMA + 2 * CYCLES_PER_COMPARE
+        return c + CYCLES_STATE_MACHINE + 1
+
+    @property
+    def in_distress(self) -> bool:
+        """Distress is on after the samples scanned so far."""
+        return bool(self._st[_RD_IN] > 0)
+
+    @property
+    def last_movement_index(self) -> int:
+        """Last sample with movement among those scanned (very negative: none)."""
+        return max(int(self._st[_RD_MOVE]), -(10**12))
+
+    def scan(self, x, start: int) -> list[DistressEvent]:
+        """Process the next samples.
+
+        Parameters
+        ----------
+        x : ndarray, shape (n_rows, n)
+            ECG (µV), then the EMG (µV) if ``has_emg``, then the accelerometer (g) if
+            ``has_accel``.
+        start : int
+            Absolute index of the first sample; calls must be contiguous.
+
+        Returns
+        -------
+        list of DistressEvent
+            Onsets, ticks and ends decided in these samples, in order.
+        """
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        need = 1 + self.has_emg + self.has_accel
+        if x.shape[0] != need:
+            raise ValueError(f"Expected {need} rows (ECG[, EMG][, accel]), got {x.shape[0]}.")
+        n = x.shape[1]
+        self._check_start(start, n)
+        if n == 0:
+            return []
+        ecg = np.ascontiguousarray(x[0])
+        m = (
+            _biquads(self.sos_emg, self._zm, np.ascontiguousarray(x[1]))
+            if self.has_emg
+            else (np.empty(0))
+        )
+        acc = np.ascontiguousarray(x[-1]) if self.has_accel else np.empty(0)
+        rows = _distress_loop(ecg, m, acc, start, self._st, self._p)
+        kinds = ("onset", "end", "tick")
+        return [
+            DistressEvent(
+                kinds[int(r[0])],
+                int(r[1]),
+                int(r[3]),
+                float(r[4]),
+                float(r[5]),
+                max(int(r[2]), -(10**12)),
+            )
+            for r in rows
+        ]

@@ -16,8 +16,9 @@ from typing import Any
 
 from hal.base import STAGES, UserInputError, check_option
 
-#: Trigger kinds: phase estimators (firmware.phase) and the simple trough trigger.
-TRIGGER_KINDS = ("echt", "pll", "ngo", "so-upphase", "spindle")
+#: Trigger kinds: phase estimators (firmware.phase), the simple trough trigger, the spindle
+#: cue and the nightmare guard (REM distress, firmware.trigger.NightmareGuard).
+TRIGGER_KINDS = ("echt", "pll", "ngo", "so-upphase", "spindle", "rem-distress")
 #: Sounds the device synthesises itself; anything else must be a .wav file that exists.
 BUILTIN_SOUNDS = ("pink", "click", "tone-440", "tone-660", "tone-880", "chime")
 MODALITIES = ("audio", "light", "haptic")
@@ -65,8 +66,10 @@ class TriggerSpec:
     ----------
     kind : str
         ``"echt"`` (endpoint-corrected Hilbert transform), ``"pll"`` (phase-locked loop),
-        ``"ngo"`` (Ngo et al. 2013 threshold + fixed delay) or ``"so-upphase"`` (trough +
-        two quarter periods).
+        ``"ngo"`` (Ngo et al. 2013 threshold + fixed delay), ``"so-upphase"`` (trough +
+        two quarter periods), ``"spindle"`` (a cue at each detected spindle) or
+        ``"rem-distress"`` (the nightmare guard: pulses while REM distress lasts, one per
+        ``refractory_s``, escalating as ``[escalation]`` says).
     threshold_uv : float or None
         Down-state the trigger needs (µV, negative); ``None``: the estimator's default
         (-30 µV for echt/pll arming, -80 µV for ngo, -40 µV for so-upphase).
@@ -113,6 +116,29 @@ class StimulusSpec:
 
 
 @dataclass(frozen=True)
+class Escalation:
+    """How the nightmare guard (trigger ``rem-distress``) raises its pulses.
+
+    Attributes
+    ----------
+    start : float or None
+        Level of the first pulse of an episode (unit of ``stimulus.level_db``); None: the
+        stimulus level (no escalation).
+    step : float
+        Added every ``step_s`` while distress lasts.
+    step_s : float
+        Time per step, from the episode's onset.
+
+    The top is ``stimulus.level_db``: no pulse goes above it, and it must fit the
+    interlock's limits like any stimulus level.
+    """
+
+    start: float | None = None
+    step: float = 0.0
+    step_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class Program:
     """A validated modulation program."""
 
@@ -122,6 +148,7 @@ class Program:
     gate: Gate = field(default_factory=Gate)
     trigger: TriggerSpec = field(default_factory=TriggerSpec)
     stimulus: StimulusSpec = field(default_factory=StimulusSpec)
+    escalation: Escalation = field(default_factory=Escalation)
 
 
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -132,6 +159,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "gate": dict,
         "trigger": dict,
         "stimulus": dict,
+        "escalation": dict,
     },
     "gate": {
         "stages": list,
@@ -152,6 +180,11 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "sounds": list,
         "level_db": (int, float),
         "duration_s": (int, float),
+    },
+    "escalation": {
+        "start": (int, float),
+        "step": (int, float),
+        "step_s": (int, float),
     },
 }
 
@@ -219,7 +252,7 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
     Program
     """
     _check_table("", data, source)
-    for table in ("gate", "trigger", "stimulus"):
+    for table in ("gate", "trigger", "stimulus", "escalation"):
         _check_table(table, data.get(table, {}), source)
     if "name" not in data:
         raise UserInputError(f"Missing field 'name' in '{source}': every program has a name.")
@@ -256,6 +289,17 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
     check_option("stimulus.modality", stim.modality, MODALITIES, where=source)
     _in_range("stimulus.duration_s", stim.duration_s, 0.001, 5.0, source)
     _in_range("stimulus.level_db", stim.level_db, 0.0, 120.0, source)
+    esc_data = data.get("escalation", {})
+    if esc_data and trig.kind != "rem-distress":
+        raise UserInputError(
+            f"Invalid table '[escalation]' in '{source}': only the 'rem-distress' trigger "
+            f"escalates, got trigger.kind = {trig.kind!r}."
+        )
+    esc = Escalation(**esc_data)
+    if esc.start is not None:
+        _in_range("escalation.start", esc.start, 0.0, stim.level_db, source)
+    _in_range("escalation.step", esc.step, 0.0, 120.0, source)
+    _in_range("escalation.step_s", esc.step_s, 1.0, 600.0, source)
     return Program(
         name=data["name"],
         description=data.get("description", ""),
@@ -267,6 +311,7 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
         ),
         trigger=trig,
         stimulus=stim,
+        escalation=esc,
     )
 
 

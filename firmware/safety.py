@@ -44,6 +44,18 @@ or a chin-EMG burst (arousal attempts; the EMG is high-passed at 10 Hz and notch
 mains frequency and its aliases first, because hum on a loose chin lead is not a sleeper
 waking up), and heart rate from R peaks on the ECG against a
 slow baseline (distress). None of it is shared with the application's detectors.
+
+Distress
+--------
+A stimulus asked for into bad signal or an arousal trips. Into distress it trips only
+when the distress *began under stimulation*: a stimulus was delivered within
+``stim_active_s`` before it began, so the stimulation may be its cause. The island dates
+an episode's beginning from the last calm beat before it (heart rate under baseline +
+``hr_rise_bpm / 2``), not from its confirmation five beats later: a stimulus given while
+the heart was already racing did not start it. Distress that began without stimulation
+may be answered -- nightmare-guard's haptic pulses are made for it -- but not for ever:
+distress lasting ``distress_max_s`` with stimulation in it trips as a trapped sleeper,
+and the release cue wakes the sleeper, the last resort.
 """
 
 from __future__ import annotations
@@ -133,7 +145,9 @@ class SafetyConfig:
         R-peak threshold; distress is a heart rate this far above the baseline (an average
         over about ``hr_baseline_beats`` beats).
     distress_max_s : float
-        Distress lasting past this with stimulation in it trips as a trapped sleeper.
+        Distress lasting past this with stimulation in it trips as a trapped sleeper (the
+        last resort for distress that began without stimulation; a stimulus asked for
+        into distress that began under stimulation trips at once).
     release_cue : bool
         Play the gentle wake cue (a light ramp) after a trip caused by the sleeper's state.
     release_delay_s, release_steps, release_step_s, release_light_pct : float, int, float, float
@@ -479,6 +493,11 @@ class SafetyIsland:
         self._hr_base: float | None = None
         self._n_beats = 0
         self._distress_since: float | None = None
+        # When the heart was last calm (under baseline + hr_rise_bpm / 2): distress is dated
+        # from there, not from its confirmation 5 beats later.
+        self._calm_t: float | None = None
+        # Recent distress episodes as (confirmed at, began at), for the request rule.
+        self._distress_eps: collections.deque[tuple[float, float]] = collections.deque(maxlen=16)
         self._ecg_above = False
         self._last_block_t = -math.inf
 
@@ -825,8 +844,14 @@ class SafetyIsland:
                 self._condition("repeated limit breach", t)
                 self.poll(t)
             return Verdict(False, f"limit: {breach}")
-        # The sleeper's state now: a stimulus into bad signal, an arousal or distress trips.
+        # The sleeper's state now: a stimulus into bad signal or an arousal trips; into
+        # distress only when stimulation was going on as the distress began (it may be the
+        # cause). Distress that began without stimulation may be answered (nightmare-guard
+        # pulses); if it lasts distress_max_s with stimulation in it, the trapped-sleeper
+        # rule trips and the release cue wakes the sleeper: the last resort.
         code = self._code_at(t)
+        if code & DISTRESS and not self._distress_began_under_stimulation(t):
+            code &= ~DISTRESS
         if code:
             self._condition(self._cause_of(code), t)
             self.poll(t)
@@ -867,6 +892,22 @@ class SafetyIsland:
         """Hazard code of the latest block arrived at or before ``t``."""
         j = int(np.searchsorted(self._h_times, t, side="right")) - 1
         return int(self._h_codes[j]) if j >= 0 else self._prev_code
+
+    def _distress_began_under_stimulation(self, t: float) -> bool:
+        """Whether the distress episode going on at ``t`` began while stimulation went on.
+
+        The episode began at the last calm beat before its confirmation; a delivered
+        stimulus within ``stim_active_s`` before that moment (or at it) means stimulation
+        was going on. An episode the island cannot date counts as begun under stimulation.
+        """
+        began = None
+        for since, start in self._distress_eps:
+            if since <= t:
+                began = start
+        if began is None:
+            return True
+        k = bisect.bisect_left(self._stim_times, began - self.config.stim_active_s)
+        return k < len(self._stim_times) and self._stim_times[k] <= began
 
     def _active(self, t: float) -> bool:
         return t - self._last_stim_t < self.config.stim_active_s
@@ -990,9 +1031,13 @@ class SafetyIsland:
             if not distressed and not state:
                 # The baseline follows the calm heart only, so distress cannot raise it.
                 self._hr_base += (hr - self._hr_base) / cfg.hr_baseline_beats
+                if hr < self._hr_base + cfg.hr_rise_bpm / 2:
+                    self._calm_t = t
             if distressed and not state:
                 state = True
                 self._distress_since = t
+                began = t if self._calm_t is None else self._calm_t
+                self._distress_eps.append((t, began))
                 changes.append(s // b)
             elif state and hr < self._hr_base + cfg.hr_rise_bpm / 2:
                 state = False

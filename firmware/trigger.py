@@ -1,4 +1,5 @@
-"""A simple causal slow-oscillation up-phase trigger.
+"""Triggers: a simple causal slow-oscillation up-phase trigger, the spindle cue and the
+nightmare guard (:class:`NightmareGuard`, escalating pulses while REM distress lasts).
 
 The EEG is band-passed to 0.5-2 Hz (causal Butterworth, state carried). When the filtered
 signal reaches a trough below the threshold (a real down-state) the trigger measures the
@@ -196,6 +197,142 @@ class SpindleCue:
             out.append(
                 PhaseCandidate(
                     ev.decision_index, block_end + self.lead, -ev.amplitude_uv, ev.freq_hz, 0.0
+                )
+            )
+        return out
+
+    def snapshot(self) -> object:
+        """A copy of the full state."""
+        return self.detector.snapshot()
+
+    def restore(self, state: object) -> None:
+        """Return to a state taken by :meth:`snapshot`."""
+        self.detector.restore(state)
+
+
+@dataclass(frozen=True)
+class GuardCandidate:
+    """A haptic pulse the nightmare guard asks for (the phase estimators' Candidate
+    fields, plus the pulse's level)."""
+
+    decision_index: int
+    target_index: int
+    amplitude_uv: float  # here: heart rate over baseline (bpm)
+    freq_hz: float  # here: heart rate (Hz)
+    phase_at_decision: float
+    episode: int  # decision sample of the distress onset (identifies the episode)
+    moved_index: int  # last sample with movement at the decision
+
+
+class NightmareGuard:
+    """NightWare-style nightmare interruption: escalating pulses while REM distress lasts.
+
+    A :class:`firmware.detectors.RemDistressDetector` watches ECG, chin EMG and movement.
+    At its onset the guard offers a pulse, then one every ``period_s`` (rounded up to whole
+    blocks) while distress lasts; when the heart has calmed it stops at once. The level of
+    a pulse is :meth:`level_at`: ``start``, ``step`` higher every ``step_s`` from the
+    episode's first pulse, never above ``top`` (the application counts from the first pulse
+    it actually asked for, so the first one the sleeper feels is the gentle one). The
+    pulses are timed to reach the sleeper right after the block that decided them.
+
+    Parameters
+    ----------
+    sfreq : float
+        Sampling rate in Hz.
+    block : int
+        Samples per DMA block.
+    has_emg, has_accel : bool
+        Rows the detector gets besides the ECG.
+    start, step, top : float
+        First level, increment per step and ceiling (the program's ``stimulus.level_db``).
+    step_s : float
+        Time per escalation step.
+    period_s : float
+        Time between pulses while distress lasts (the program's refractory period).
+    output_latency_s : float
+        The transducer's latency.
+    """
+
+    name = "rem-distress"
+
+    def __init__(
+        self,
+        sfreq: float,
+        block: int,
+        has_emg: bool,
+        has_accel: bool,
+        start: float,
+        step: float,
+        top: float,
+        step_s: float,
+        period_s: float,
+        output_latency_s: float = 0.02,
+    ) -> None:
+        from firmware.detectors import RemDistressDetector
+
+        self.sfreq = sfreq
+        self.block = block
+        # A whole number of blocks between ticks: the pulses, timed from the end of the block
+        # that decided them, then lie exactly one period apart (never inside the refractory).
+        period = -(-round(period_s * sfreq) // block) * block
+        self.detector = RemDistressDetector(
+            sfreq, block, has_emg=has_emg, has_accel=has_accel, tick_s=period / sfreq
+        )
+        self.start, self.step, self.top = float(start), float(step), float(top)
+        self.step_samples = max(1, round(step_s * sfreq))
+        self.lead = int(np.ceil(output_latency_s * sfreq)) + 1
+
+    @property
+    def cycles_per_sample(self) -> int:
+        """Declared MCU cost per sample (the detector's; a pulse decision is modulation)."""
+        return int(self.detector.cycles_per_sample)
+
+    @property
+    def in_distress(self) -> bool:
+        """Distress is on after the samples scanned so far."""
+        return self.detector.in_distress
+
+    @property
+    def last_movement_index(self) -> int:
+        """Last sample with movement among those scanned."""
+        return self.detector.last_movement_index
+
+    def level_at(self, first_index: int, index: int) -> tuple[float, int]:
+        """Level and step of a pulse in an escalating episode.
+
+        Parameters
+        ----------
+        first_index : int
+            Decision sample of the episode's first pulse.
+        index : int
+            Decision sample of this pulse.
+
+        Returns
+        -------
+        level : float
+            ``start + step * k``, at most ``top``.
+        k : int
+            The escalation step (0 for the first pulse's step).
+        """
+        k = max(0, index - first_index) // self.step_samples
+        return min(self.start + k * self.step, self.top), int(k)
+
+    def scan(self, rows: np.ndarray, start: int) -> list[GuardCandidate]:
+        """Process the next samples (rows ECG[, EMG][, accel]); one candidate per pulse."""
+        out = []
+        for ev in self.detector.scan(rows, start):
+            if ev.kind == "end":
+                continue
+            block_end = (ev.decision_index // self.block + 1) * self.block
+            out.append(
+                GuardCandidate(
+                    ev.decision_index,
+                    block_end + self.lead,
+                    ev.rise_bpm,
+                    ev.hr_bpm / 60.0,
+                    0.0,
+                    ev.onset_index,
+                    ev.moved_index,
                 )
             )
         return out

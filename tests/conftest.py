@@ -61,3 +61,31 @@ def slow_wave_source() -> ArraySource:
     sfreq = 250.0
     eeg = slow_wave_eeg(300, sfreq, seed=0)
     return ArraySource(eeg[np.newaxis], sfreq, [("C4-M1", "eeg")])
+
+
+def distress_source(seconds: float = 240.0, sfreq: float = 250.0, seed: int = 0) -> ArraySource:
+    """EEG, ECG, chin EMG and accelerometer with one distress episode (volts, g).
+
+    The heart beats at 60 bpm, then at 88 bpm from 100 s to 170 s (continuous phase);
+    during that stretch the chin EMG tone triples and there is a 2-s head movement at
+    150 s.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sfreq)
+    t = np.arange(n) / sfreq
+    on, off = 100.0, 170.0
+    f0, f1 = 1.0, 88.0 / 60.0
+    phase = t * f0 + (f1 - f0) * np.clip(np.minimum(t, off) - on, 0, None)
+    frac = phase - np.round(phase)
+    ecg = 1e-3 * np.exp(-0.5 * (frac / 0.012) ** 2)
+    distress = (t >= on) & (t < off)
+    emg = rng.standard_normal(n) * np.where(distress, 6e-6, 2e-6)
+    acc = 0.002 * rng.standard_normal(n)
+    move = (t >= 150.0) & (t < 152.0)
+    acc[move] += 0.12 * np.sin(2 * np.pi * 1.5 * t[move])
+    eeg = slow_wave_eeg(seconds, sfreq, seed=seed, amp_uv=30.0)
+    return ArraySource(
+        np.stack([eeg, ecg, emg, acc]),
+        sfreq,
+        [("C4-M1", "eeg"), ("ECG", "ecg"), ("Chin", "emg"), ("Accel", "accel")],
+    )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
-from conftest import ArraySource, slow_wave_eeg
+from conftest import ArraySource, distress_source, slow_wave_eeg
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy import signal
@@ -15,6 +17,7 @@ from firmware.program import load_program
 from firmware.quality import CAUSES, FLAT_PTP_UV, QualityMonitor
 from firmware.trigger import UpPhaseTrigger
 from hal.adc import FLAG_CLIPPED, FLAG_LEAD_OFF, AdcModel, FrontEnd
+from hal.base import STAGES, UserInputError
 
 SFREQ = 250.0
 
@@ -189,17 +192,42 @@ def test_application_needs_an_eeg_channel():
         Application(load_program("clas"), src.info, 8, 0.015)
 
 
-@pytest.mark.parametrize("program", ["clas", "clas-ngo", "sham", "tmr"])
+@pytest.mark.parametrize("program", ["clas", "clas-ngo", "sham", "tmr", "nightmare-guard"])
 def test_every_builtin_program_decides_identically_in_chunks(program):
     def run(chunk):
-        eeg = slow_wave_eeg(150, SFREQ, seed=5, amp_uv=110)
-        src = ArraySource(eeg[np.newaxis], SFREQ, [("C4-M1", "eeg")])
-        app = Application(load_program(program), src.info, 8, 0.015)
+        prog = load_program(program)
+        if program == "nightmare-guard":
+            # Heart, chin and movement with a distress episode; the stage gate is opened to
+            # every stage (the stager would not call a synthetic EEG REM; the gate itself
+            # is shared with every program).
+            src = distress_source(240.0, SFREQ, seed=5)
+            prog = replace(prog, gate=replace(prog.gate, stages=STAGES))
+        else:
+            eeg = slow_wave_eeg(150, SFREQ, seed=5, amp_uv=110)
+            src = ArraySource(eeg[np.newaxis], SFREQ, [("C4-M1", "eeg")])
+        app = Application(prog, src.info, 8, 0.015)
         return _drive(app, FrontEnd(src, AdcModel(), seed=0), src.info.n_samples, chunk)
 
     ref = run(8)
-    assert ref[0], "the program never decided on clean slow waves"
+    assert ref[0], "the program never decided"
     assert run(7504) == ref
+    assert run(2000) == ref
+    if program == "nightmare-guard":
+        levels = [s.detail["level_db"] for s in ref[0]]
+        # Gentle first, stronger every 5 s, never above the top; pulses stop with distress.
+        assert levels[0] == 20.0 and levels == sorted(levels) and max(levels) <= 60.0
+        onsets = np.array([s.onset_index for s in ref[0]]) / SFREQ
+        assert 100.0 < onsets[0] < 125.0 and onsets[-1] < 185.0
+        assert np.all(np.diff(onsets) >= 5.0)
+        # Held while the head moves (150-152 s) and until it has been still for 3 s.
+        assert not np.any((onsets > 150.0) & (onsets < 155.0))
+
+
+def test_nightmare_guard_needs_an_ecg_channel():
+    eeg = slow_wave_eeg(10, SFREQ, seed=1)
+    src = ArraySource(eeg[np.newaxis], SFREQ, [("C4-M1", "eeg")])
+    with pytest.raises(UserInputError, match="needs an ECG channel"):
+        Application(load_program("nightmare-guard"), src.info, 8, 0.015)
 
 
 def test_ngo_pair_plays_a_second_click_one_cycle_later():

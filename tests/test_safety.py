@@ -121,6 +121,47 @@ def test_one_arousal_that_comes_and_goes_is_one_attempt():
     assert h.violations == []
 
 
+def _distressed(h, seconds=10.0):
+    """The heart races (100 bpm against a 60-bpm baseline) for ``seconds``."""
+    h.hr = 100.0
+    h.advance(seconds)
+    assert h.island._distress_since is not None  # the island's own view says distress
+
+
+def test_distress_that_began_before_stimulation_may_be_answered_until_the_last_resort():
+    """A nightmare-guard pulse into distress that began without stimulation is allowed;
+    if the distress lasts distress_max_s with stimulation in it, the trapped-sleeper rule
+    trips (and the release cue follows)."""
+    h = Harness()
+    h.advance(60.0)  # the heart-rate baseline settles
+    _distressed(h)
+    assert h.request(20.0, 0.2, modality="haptic") and not h.island.tripped
+    for _ in range(8):
+        h.advance(5.0)
+        if h.island.tripped:
+            break
+        assert h.request(30.0, 0.2, modality="haptic")
+    h.advance(0.01)
+    trip = h.island.trips[-1]
+    assert trip["cause"] == "trapped sleeper"
+    since = h.island._distress_eps[-1][0]
+    assert trip["condition_since"] == pytest.approx(since + h.cfg.distress_max_s, abs=0.05)
+    assert any(e["event"] == "release" for e in h.island.log)
+    assert h.violations == []
+
+
+def test_distress_that_began_under_stimulation_trips_at_the_next_request():
+    h = Harness()
+    h.advance(60.0)
+    assert h.request(20.0, 0.2, modality="haptic")  # stimulation going on...
+    h.advance(1.0)
+    _distressed(h)  # ...when the heart began to race: the stimulation may be the cause
+    assert not h.request(20.0, 0.2, modality="haptic")
+    h.advance(0.01)
+    assert h.island.trips[-1]["cause"] == "distress under stimulation"
+    assert h.violations == []
+
+
 def test_campaign_has_no_violations():
     out = campaign(40)
     assert out["violations"] == 0 and out["kill_latency_ms"]["max"] <= 10.0
