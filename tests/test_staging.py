@@ -215,3 +215,32 @@ def test_bench_last_line_is_json(capsys: pytest.CaptureFixture[str]) -> None:
     (name,) = data["recordings"]
     assert data["recordings"][name]["online"]["n"] == 60
     assert data["pooled"]["virtual"]["online"]["accuracy"] > 0.8
+
+
+def _virtual(hypnogram: list[str], seed: int):
+    from bench.staging import Recording
+    from sim.sleeper import VirtualSleeper
+
+    sl = VirtualSleeper(seed=seed, hypnogram=hypnogram, artifacts=False)
+    x = sl.read(0, sl.info.n_samples) * 1e6
+    info = sl.info
+    rows = [x[info.picks(role)[0]] for role in ("eeg", "eog", "emg")]
+    return Recording("virtual", info.sfreq, *rows, list(sl.hypnogram))
+
+
+@pytest.mark.parametrize("aux", [False, True])
+def test_a_recording_that_starts_mid_night_or_is_mostly_wake(aux: bool) -> None:
+    """The running normalisation needs no wake at the start, and wake is not mistaken for
+    sleep when a recording holds little else."""
+    from bench.staging import run_stager
+
+    mid_night = ["N3"] * 20 + ["N2"] * 20 + ["R"] * 15 + ["N2"] * 25 + ["N3"] * 15
+    mostly_wake = ["W"] * 60 + ["N1"] * 5 + ["W"] * 30 + ["N1"] * 6 + ["N2"] * 10 + ["W"] * 40
+    rec = _virtual(mid_night, seed=3)
+    pred = run_stager(rec, use_aux=aux)
+    assert score(rec.truth, pred)["accuracy"] >= 0.85
+    assert pred[:10] == ["N3"] * 10
+    rec = _virtual(mostly_wake, seed=3)
+    pred = run_stager(rec, use_aux=aux)
+    wake = [p for t, p in zip(rec.truth, pred, strict=True) if t == "W"]
+    assert np.mean([p == "W" for p in wake]) >= 0.9
