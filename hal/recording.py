@@ -706,6 +706,7 @@ class RecordingSource:
             if name in fixes:
                 data[row] *= fixes[name]
         _check_amplitude(data, names, description)
+        _check_roles(data, specs, orig, description)
 
         bad = ~np.isfinite(data)
         if bad.any():
@@ -892,6 +893,102 @@ def _edf_unit_fixes(raw: mne.io.BaseRaw, names: Sequence[str], where: str) -> di
             {1.0: "V", 1e-3: "mV", 1e-6: "uV", 1e-9: "nV"}[wanted],
         )
     return fixes
+
+
+#: How much of a recording the role check looks at (its start), seconds.
+ROLE_CHECK_S = 600.0
+
+
+def heartbeat_regularity(x: np.ndarray, sfreq: float) -> float:
+    """How much ``x`` looks like an ECG, 0 (no heartbeat) to 1 (a metronome).
+
+    The energy of the 5-30 Hz band (the R peaks, whatever the lead's polarity), smoothed
+    over 60 ms, is autocorrelated in 10-s windows (the heart rate barely moves in 10 s); the
+    median over windows of the highest peak at a heart period (0.4-1.5 s) is the score.
+    EEG has no such rhythm; an ECG, or EEG with strong ECG pick-up, scores high.
+    """
+    from scipy import signal
+
+    win = round(10.0 * sfreq)
+    if sfreq < 50 or x.size < 2 * win:
+        return 0.0
+    sos = signal.butter(2, [5.0, min(30.0, 0.45 * sfreq)], "bandpass", fs=sfreq, output="sos")
+    y = signal.sosfiltfilt(sos, np.where(np.isfinite(x), x, 0.0))
+    k = max(1, round(0.06 * sfreq))
+    e = np.convolve(y * y, np.ones(k) / k, mode="same")
+    n_win = e.size // win
+    seg = e[: n_win * win].reshape(n_win, win)
+    seg = seg - seg.mean(axis=1, keepdims=True)
+    spec = np.fft.rfft(seg, 2 * win, axis=1)
+    ac = np.fft.irfft(spec * np.conj(spec), axis=1)[:, :win]
+    power = ac[:, 0]
+    ok = power > 0
+    if not ok.any():
+        return 0.0
+    lo, hi = round(0.4 * sfreq), round(1.5 * sfreq)
+    peaks = np.zeros(n_win)
+    peaks[ok] = ac[ok, lo:hi].max(axis=1) / power[ok]
+    # A heartbeat is a train of pulses: the energy spends most of the time far below its
+    # peaks. A sine, or alpha, is periodic too but never pulsatile: it does not count.
+    raw = e[: n_win * win].reshape(n_win, win)
+    med = np.median(raw, axis=1)
+    pulsatile = np.percentile(raw, 99, axis=1) > 8.0 * np.maximum(med, 1e-30)
+    peaks[~pulsatile] = 0.0
+    return float(max(0.0, np.median(peaks)))
+
+
+def high_frequency_share(x: np.ndarray, sfreq: float) -> float:
+    """Share of the 0.5-100 Hz power above 30 Hz: muscle (EMG) is mostly there, EEG not."""
+    from scipy import signal
+
+    top = min(100.0, 0.45 * sfreq)
+    if top <= 35.0 or x.size < 8 * sfreq:
+        return 0.0
+    f, p = signal.welch(np.where(np.isfinite(x), x, 0.0), fs=sfreq, nperseg=round(4 * sfreq))
+    band = (f >= 0.5) & (f <= top)
+    total = float(p[band].sum())
+    return float(p[band & (f > 30.0)].sum() / total) if total > 0 else 0.0
+
+
+def _check_roles(data: np.ndarray, specs: Sequence, sfreq: float, where: str) -> None:
+    """Log a channel whose signal does not look like its role (a wrong ``channel=``).
+
+    An EEG channel with a regular heartbeat train is probably an ECG, one with most of its
+    power above 30 Hz probably chin EMG; an ECG channel without a heartbeat is probably not
+    one. The run goes on (the user may know better); the log says what was seen.
+    """
+    n = min(data.shape[1], round(ROLE_CHECK_S * sfreq))
+    for row, spec in enumerate(specs):
+        x = data[row, :n]
+        if spec.role == "eeg":
+            beat = heartbeat_regularity(x, sfreq)
+            hf = high_frequency_share(x, sfreq)
+            if beat > 0.6:
+                logger.warning(
+                    "%s: channel %s is used as EEG but carries a regular heartbeat "
+                    "(regularity %.2f): is it an ECG? Pick the EEG with channel=",
+                    where,
+                    spec.name,
+                    beat,
+                )
+            elif hf > 0.6:
+                logger.warning(
+                    "%s: channel %s is used as EEG but %.0f%% of its power is above 30 Hz: "
+                    "is it chin EMG? Pick the EEG with channel=",
+                    where,
+                    spec.name,
+                    100 * hf,
+                )
+        elif spec.role == "ecg" and x.size >= 20 * sfreq:
+            beat = heartbeat_regularity(x, sfreq)
+            if beat < 0.4:
+                logger.warning(
+                    "%s: channel %s is used as ECG but shows no regular heartbeat "
+                    "(regularity %.2f): pick the ECG with ecg= or turn it off with ecg=none",
+                    where,
+                    spec.name,
+                    beat,
+                )
 
 
 def _check_amplitude(data: np.ndarray, names: Sequence[str], where: str) -> None:

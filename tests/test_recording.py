@@ -556,3 +556,36 @@ def test_eight_hour_night_loads_in_seconds(tmp_path: Path) -> None:
     elapsed = time.perf_counter() - start
     assert src.info.n_samples == 8 * 3600 * 250
     assert elapsed < 30.0, f"loading and resampling 8 h took {elapsed:.1f} s"
+
+
+# --------------------------------------------------------------------------------------
+# A channel of another type than claimed
+
+
+def _night_as_raw(seconds: float = 120.0) -> mne.io.RawArray:
+    """The virtual sleeper's signals as a plain recording (all typed EEG, as labs do)."""
+    from sim.sleeper import VirtualSleeper
+
+    sl = VirtualSleeper(seed=4, hours=seconds / 3600, artifacts=False)
+    x = sl.read(0, sl.info.n_samples)
+    names = [c.name for c in sl.info.channels][:5]  # C4-M1 Fpz-M2 E1-M2 Chin ECG
+    info = mne.create_info(names, sl.info.sfreq, "eeg")
+    return mne.io.RawArray(x[:5], info, verbose=False)
+
+
+@pytest.mark.parametrize(
+    ("channel", "says"),
+    [("C4-M1", None), ("ECG", "carries a regular heartbeat"), ("Chin", "above 30 Hz")],
+)
+def test_a_channel_that_is_not_what_its_role_says_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, channel: str, says: str | None
+) -> None:
+    path = write_fif(_night_as_raw(), tmp_path / "night_raw.fif")
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        src = RecordingSource.from_path(path, channel=channel, ecg="none", emg="none")
+    assert src.info.channels[0].name == channel  # handled: the run goes on with it
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    if says is None:
+        assert not [w for w in warnings if "used as EEG" in w]
+    else:
+        assert any(says in w and channel in w for w in warnings), warnings
