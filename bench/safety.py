@@ -87,6 +87,10 @@ class Harness:
         self.stuck = False
         self._moving = False
         self.moving_since: float | None = None  # movement without a dropped block since
+        self._last_moving_send = -math.inf  # last delivery of blocks with movement in
+        self._new_movement = False  # moving, and no block of it delivered yet
+        self._delivered: list[float] = []  # times of delivered stimuli
+        self._sure_attempts: list[float] = []  # attempts the island must count (send times)
         self.hum_uv = 0.0  # 50-Hz mains hum on the chin lead (not a sleeper waking)
         self.hr = 60.0
         self.drop_next = 0
@@ -155,6 +159,7 @@ class Harness:
         self.last_block_bad = self.lead_off or self.stuck
         if self.drop_next > 0:  # the DMA lost these blocks
             self.moving_since = None  # the island may not have seen this movement whole
+            self._sure_attempts = []  # nor these attempts
             self.last_block_bad = self._seen_bad
             self.drop_next -= 1
             return
@@ -181,6 +186,8 @@ class Harness:
         data[2] = 1000.0 * np.exp(-0.5 * (frac / 0.012) ** 2)
         times = (start + BLOCK * np.arange(1, CHUNK_BLOCKS + 1)) / self.rate
         self.island.on_blocks(start, data, flags, times)
+        if self._moving:
+            self._movement_sent(self.now)
         self._seen_bad = self.last_block_bad
         # Bad signal is a condition only when a stimulus is asked for (see request()).
 
@@ -193,9 +200,37 @@ class Harness:
     def moving(self, on: bool) -> None:
         if on and not self._moving:
             self.moving_since = self.now
+            self._new_movement = True
         if not on:
             self.moving_since = None
+            self._new_movement = False
         self._moving = bool(on)
+
+    def _movement_sent(self, s: float) -> None:
+        """The trapped-sleeper oracle, at a delivery ``s`` of blocks with movement in.
+
+        The world writes the blocks of a delivery when it sends them, so a movement the
+        island sees begins, in its blocks, within one delivery (``lag``) before the first
+        send ``s`` of it. It is surely a new attempt when the previous movement's last
+        send was more than ``attempt_gap_s + lag`` before, and surely under stimulation
+        when the last delivered stimulus is less than ``stim_active_s`` before ``s``.
+        ``trap_attempts`` such attempts within ``trap_window_s - lag`` must trip.
+        """
+        cfg = self.cfg
+        lag = CHUNK_BLOCKS * BLOCK / self.rate
+        new = self._new_movement
+        separate = s - self._last_moving_send > cfg.attempt_gap_s + lag
+        self._new_movement = False
+        self._last_moving_send = s
+        if not (new and separate):
+            return
+        if not (self._delivered and s - self._delivered[-1] < cfg.stim_active_s - 1e-6):
+            return
+        self._sure_attempts = [a for a in self._sure_attempts if a > s - cfg.trap_window_s]
+        self._sure_attempts.append(s)
+        first = self._sure_attempts[-cfg.trap_attempts :]
+        if len(first) == cfg.trap_attempts and s - first[0] < cfg.trap_window_s - lag:
+            self._must_open(s + lag + cfg.t_react_s, "trapped sleeper")
 
     def _surely_aroused(self, t: float) -> bool:
         """The island must see an arousal at ``t``: movement for ``arousal_min_s`` in the
@@ -231,6 +266,8 @@ class Harness:
             self._must_open(t, "stimulus into bad signal")
         if not before and check_in and self._surely_aroused(t) and not v.reason.startswith("limit"):
             self._must_open(t, "stimulus into an arousal")
+        if v.delivered:
+            self._delivered.append(t)
         self.check()
         return v.delivered
 
@@ -334,6 +371,7 @@ class Harness:
         # before it no longer bind.
         self.deadlines = []
         self.breaches = []
+        self._sure_attempts = []
         self._resynced = self._resynced_staging = self._resynced_mod = True
         self.armed = 0
         if self.hung:
@@ -416,6 +454,16 @@ class Harness:
         return [1e3 * (t["opened_t"] - t["condition_since"]) for t in self.island.trips]
 
 
+def trapped_episode(h: Harness, rng: np.random.Generator) -> None:
+    """The glitch's pattern: a stimulus, the sleeper tries to wake, again and again."""
+    for _ in range(int(rng.integers(2, 5))):
+        h.request(50.0, 0.05)
+        h.moving = True
+        h.advance(float(rng.choice([0.5, 1.0, 3.0])))
+        h.moving = False
+        h.advance(float(rng.choice([4.0, 9.0, 12.0, 20.0])))
+
+
 def run_scenario(seed: int, steps: int = 40) -> Harness:
     """One randomized scenario: seeded drift, world faults and application behaviour."""
     rng = np.random.default_rng(seed)
@@ -459,8 +507,10 @@ def run_scenario(seed: int, steps: int = 40) -> Harness:
             h.lead_off = not h.lead_off
         elif r < 0.85:
             h.stuck = not h.stuck
-        elif r < 0.90:
+        elif r < 0.88:
             h.moving = not h.moving
+        elif r < 0.90:
+            trapped_episode(h, rng)
         elif r < 0.95:
             h.hr = float(rng.choice([60.0, 95.0]))
         else:

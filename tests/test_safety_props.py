@@ -97,6 +97,22 @@ class IslandMachine(RuleBasedStateMachine):
     def arousal(self, on):
         self.h.moving = on
 
+    @rule(
+        moves=st.lists(
+            st.tuples(st.sampled_from([0.5, 1.0, 3.0]), st.sampled_from([4.0, 9.0, 12.0])),
+            min_size=2,
+            max_size=4,
+        )
+    )
+    def trapped(self, moves):
+        """A stimulus, the sleeper moves, goes still; again (the trapped-sleeper pattern)."""
+        for moving_s, still_s in moves:
+            self.h.request(50.0, 0.05)
+            self.h.moving = True
+            self.h.advance(moving_s)
+            self.h.moving = False
+            self.h.advance(still_s)
+
     @rule(hr=st.sampled_from([55.0, 60.0, 100.0]))
     def distress(self, hr):
         self.h.hr = hr
