@@ -134,6 +134,21 @@ _NM_TWITCHES = 4.5
 #: nightmare and for waking the sleeper.
 _HAPTIC_END_HALF, _HAPTIC_END_SLOPE = 35.0, 7.0
 _HAPTIC_WAKE_HALF, _HAPTIC_WAKE_SLOPE = 70.0, 7.0
+#: Sleep onset helped by alpha-phase-locked sound (modelling assumption, see
+#: :meth:`VirtualSleeper.stimulate`, 5): seconds of the wake/N1 stretch before the first
+#: sleep epoch removed per pulse at the favoured alpha phase (times the cosine of the phase
+#: error), the favoured phase (0 = alpha positive peak at C4), and the largest share of
+#: that stretch pulses can remove.
+_ONSET_STEP_S = 8.0
+_ONSET_PHASE = 0.0
+_ONSET_MAX_SHARE = 0.6
+#: Cues in REM (modelling assumption, see :meth:`VirtualSleeper.stimulate`, 6): the chance
+#: a cue that does not wake the sleeper enters the dream at full strength, the level
+#: (dB SPL or the light's equivalent) where it is half that, the chance an incorporated
+#: cue makes the dream lucid, and the delay of the lucid dreamer's eye signal (s).
+_CUE_INCORP_P, _CUE_INCORP_HALF = 0.3, 40.0
+_CUE_LUCID_P = 0.2
+_LRLR_DELAY_S = (5.0, 15.0)
 
 
 @dataclass(frozen=True)
@@ -466,6 +481,12 @@ class VirtualSleeper:
         self._tile_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._stimuli: list[Stimulus] = []
         self._onsets: list[int] = []
+        # Sleep onset as planned: epochs of wake/N1 before the first sleep epoch. Pulses
+        # may bring it forward (stimulate, 5); the credit they built and what it removed.
+        self._first_sleep0 = self._first_sleep()
+        self._onset_credit = 0.0
+        self._onset_removed = 0
+        self._lucid_periods: set[int] = set()  # REM periods (first epoch) already lucid
         logger.debug("virtual sleeper %s: %d epochs", self.info.description, self.n_epochs)
 
     # ---------------------------------------------------------------- seeding helpers
@@ -480,7 +501,8 @@ class VirtualSleeper:
         return list(self._hyp)
 
     def stage_at(self, sample: int) -> str:
-        """Generating stage at ``sample`` (stimulus-evoked awakenings not included)."""
+        """Generating stage at ``sample`` (stimulus-evoked awakenings not included; a sleep
+        onset brought forward by pulses is, see :meth:`stimulate`, 5)."""
         k = min(max(int(sample) // self.tile_len, 0), self.n_epochs - 1)
         return self._hyp[k]
 
@@ -553,7 +575,11 @@ class VirtualSleeper:
         ``cause``: spontaneous, stimulus or nightmare), ``artifact`` (``type``: pop, motion,
         line, saturation, leadoff; ``channel``, ``duration``), ``nightmare`` (``duration``:
         the planned one), ``nightmare_end`` (``duration`` as it ran, ``cause``: plan, haptic
-        or awakening), ``evoked`` (response to a stimulus: ``phase``, ``gain``, ``stage``).
+        or awakening), ``evoked`` (response to a stimulus: ``phase``, ``gain``, ``stage``),
+        ``onset_advance`` (pulses brought sleep onset forward: ``epochs``,
+        ``first_sleep_s``, ``phase``, ``alpha_uv``; the changed stages come as ``stage``
+        events with cause ``onset``), ``cue_incorporated`` (a cue in REM entered the dream:
+        ``lucid``) and ``lucid_signal`` (the lucid dreamer's eye signal: ``signal``).
         """
         lo = bisect.bisect_left(self._ev_samples, int(start))
         hi = bisect.bisect_left(self._ev_samples, int(stop))
@@ -1502,6 +1528,33 @@ class VirtualSleeper:
         4. The safety island's release cue (``reason == "release"``, a dim light ramp meant
            to wake a trapped sleeper) wakes a sleeper in a nightmare with probability
            ``min(1, level / 10)`` per pulse (modelling assumption), as in 3.
+        5. Sound while falling asleep (stage W or N1, before the night's first sleep
+           epoch), when it does not arouse. Motivation: Elemind reports a 10.5-min shorter
+           sleep latency with sound pulses locked to the alpha phase at sleep onset; the
+           model below is a modelling assumption, not fitted to their data. The sleeper's
+           own alpha phase ``phi`` at the onset (zero-phase 8-12 Hz, Hilbert; 0 = positive
+           peak at C4) adds ``8 s * cos(phi)`` to a credit; each whole 30 s of credit
+           removes one epoch of the wake/N1 stretch still to come (the latest wake epochs
+           first, then N1, one N1 epoch always kept) and the first N2 comes that much
+           earlier (the removed epochs become N2 before the planned sleep). At most 60 %
+           of the planned stretch can go. Pulses at random phases average to no credit (and
+           pulses in the wrong half of the cycle take credit away), so only phase-locked
+           pulses shorten the latency. The change starts at the first epoch whose samples
+           (including its 1-s cross-fade into the previous one) lie wholly after the
+           onset: nothing before the pulse changes. An ``onset_advance`` world event
+           (``epochs``, ``first_sleep_s``, ``phase``, ``alpha_uv``) and ``stage`` events
+           with cause ``onset`` record it; the heart rate keeps the planned stages.
+        6. Cue in REM (audio, or light: a light of ``p`` percent counts as
+           ``40 + p / 2`` dB SPL in 2, so 10 % arouses like 45 dB: about 1.3 % per cue in
+           REM, 30 % about 10 %). A cue that does not arouse enters the dream with
+           probability ``0.3 / (1 + exp(-(L - 40) / 4))`` (``L`` the level or its light
+           equivalent; world event ``cue_incorporated``), and an incorporated cue makes
+           the dream lucid with probability 0.2, once per REM period (``lucid: true``);
+           the lucid dreamer then signals with four left-right eye movements 5-15 s
+           later (LRLR, the signal of LaBerge et al. 1981, Percept Mot Skills 52:727; a
+           ``lucid_signal`` world event and a 250-µV EOG overlay). Cue incorporation and
+           lucidity rates in studies vary widely (Dreamento; Carr et al. 2020): these
+           numbers are modelling assumptions.
 
         Effects are overlays on samples at or after the onset; the draw is seeded by
         (seed, onset sample, number of stimuli so far), so the same stimuli give the same
@@ -1552,10 +1605,28 @@ class VirtualSleeper:
                 self._add_overlay(ov)
             return
         level = stimulus.level if stimulus.modality == "audio" else 50.0
+        if stimulus.modality == "light" and stimulus.reason != "release":
+            # A dim light is gentler than a 50-dB sound (modelling assumption, 6).
+            level = 40.0 + 0.5 * stimulus.level
         lam = _AROUSAL_SENS[stage] * (
             0.25 * math.exp((level - 55.0) / 5.0) + 0.15 * max(0, recent - 2)
         )
-        if rng.random() < 1.0 - math.exp(-lam):
+        aroused = rng.random() < 1.0 - math.exp(-lam)
+        if (
+            not aroused
+            and stage == "R"
+            and stimulus.modality in ("audio", "light")
+            and stimulus.reason != "release"
+        ):
+            self._cue_in_rem(onset, level, rng, new_ev, new_ov)
+        if (
+            not aroused
+            and stimulus.modality == "audio"
+            and stage in ("W", "N1")
+            and onset // self.tile_len < self._first_sleep()
+        ):
+            self._onset_pulse(onset, new_ev)
+        if aroused:
             wake = rng.random() < 0.25
             dur = float(rng.uniform(20.0, 60.0) if wake else rng.uniform(3.0, 12.0))
             t0 = t_on + float(rng.uniform(0.3, 1.0))
@@ -1581,6 +1652,153 @@ class VirtualSleeper:
             self._add_event(e)
         for ov in new_ov:
             self._add_overlay(ov)
+
+    # ---------------------------------------------------------------- onset and REM cues
+    def _first_sleep(self) -> int:
+        """Index of the first epoch that is neither W nor N1 (the night's sleep onset)."""
+        for k, s in enumerate(self._hyp):
+            if s not in ("W", "N1"):
+                return k
+        return self.n_epochs
+
+    def alpha_phase(self, onset: int) -> tuple[float, float]:
+        """The sleeper's own alpha phase and envelope at C4 at sample ``onset``.
+
+        Ground truth as the phase benches take it: zero-phase 8-12 Hz Butterworth (order 2,
+        ``sosfiltfilt``) and the Hilbert transform over +-1 s around ``onset``, on the
+        samples as they are now (stimuli heard so far included).
+
+        Parameters
+        ----------
+        onset : int
+            Sample index.
+
+        Returns
+        -------
+        phase : float
+            Radians, 0 = positive peak of the alpha wave.
+        envelope : float
+            Analytic amplitude (uV); 0 with the phase 0 when there is too little signal.
+        """
+        from scipy import signal
+
+        half = round(1.0 * self.sfreq)
+        lo, hi = max(0, onset - half), min(self.info.n_samples, onset + half)
+        x = self.read(lo, hi)[_C4] * 1e6
+        if x.size < 0.5 * self.sfreq or not np.all(np.isfinite(x)):
+            return 0.0, 0.0
+        sos = signal.butter(2, (8.0, 12.0), "bandpass", fs=self.sfreq, output="sos")
+        z = signal.hilbert(signal.sosfiltfilt(sos, x))[onset - lo]
+        return float(np.angle(z)), float(np.abs(z))
+
+    def _onset_pulse(self, onset: int, new_ev: list[dict]) -> None:
+        """A sound while falling asleep: phase-locked pulses bring sleep onset forward."""
+        phase, env = self.alpha_phase(onset)
+        self._onset_credit += _ONSET_STEP_S * math.cos(phase - _ONSET_PHASE)
+        cap = int(_ONSET_MAX_SHARE * self._first_sleep0)
+        want = min(cap, int(max(0.0, self._onset_credit) // EPOCH_S))
+        if want <= self._onset_removed:
+            return
+        t = self.tile_len
+        c = onset // t
+        # The first epoch that may change: its noise cross-fades into the last second of
+        # the epoch before, which must lie after the onset (samples before it never change).
+        first = c + 1 if onset < (c + 1) * t - self._m else c + 2
+        n2 = self._first_sleep()
+        span = list(range(first, n2))
+        drop = want - self._onset_removed
+        # Wake goes first (the latest wake epochs), then N1, one N1 epoch always kept.
+        wake = [k for k in span if self._hyp[k] == "W"][::-1]
+        n1 = [k for k in span if self._hyp[k] == "N1"]
+        gone = set(wake[:drop])
+        if len(gone) < drop and len(n1) > 1:
+            gone |= set(n1[::-1][: min(drop - len(gone), len(n1) - 1)])
+        if not gone:
+            return
+        kept = [self._hyp[k] for k in span if k not in gone]
+        new = self._hyp[:first] + kept + ["N2"] * len(gone) + self._hyp[n2:]
+        self._set_stages(new, first, n2)
+        self._onset_removed += len(gone)
+        new_ev.append(
+            {
+                "t": onset / self.sfreq,
+                "event": "onset_advance",
+                "epochs": len(gone),
+                "first_sleep_s": self._first_sleep() * EPOCH_S,
+                "phase": round(math.degrees(phase), 1),
+                "alpha_uv": round(env, 1),
+            }
+        )
+
+    def _set_stages(self, new: list[str], first: int, stop: int) -> None:
+        """Replace the hypnogram from epoch ``first`` on; rebuild what depends on it."""
+        self._hyp = new
+        self._stage_idx = np.array([STAGES.index(s) for s in new])
+        for k in [k for k in self._raw_cache if k >= first]:
+            del self._raw_cache[k]
+        for k in [k for k in self._tile_cache if k >= first - 1]:
+            del self._tile_cache[k]
+        # Stage world events of the changed stretch: the planned ones go, the new ones come.
+        t0, t1 = first * EPOCH_S, stop * EPOCH_S
+        for e in [
+            e
+            for e in self._events
+            if e["event"] == "stage" and e["cause"] in ("plan", "onset") and t0 <= e["t"] <= t1
+        ]:
+            self._remove_event(e)
+        for k in range(first, min(stop + 1, self.n_epochs)):
+            if new[k] != new[k - 1]:
+                self._add_event(
+                    {"t": k * EPOCH_S, "event": "stage", "stage": new[k], "cause": "onset"}
+                )
+
+    def _cue_in_rem(
+        self,
+        onset: int,
+        level: float,
+        rng: np.random.Generator,
+        new_ev: list[dict],
+        new_ov: list[_Overlay],
+    ) -> None:
+        """A cue heard or seen in REM that did not wake: it may enter the dream, even make
+        it lucid (the dreamer then signals with left-right eye movements)."""
+        sf = self.sfreq
+        k = onset // self.tile_len
+        period = k
+        while period > 0 and self._hyp[period - 1] == "R":
+            period -= 1
+        p_inc = _CUE_INCORP_P / (1.0 + math.exp(-(level - _CUE_INCORP_HALF) / 4.0))
+        u_inc, u_lucid = rng.random(), rng.random()
+        if u_inc >= p_inc:
+            return
+        lucid = period not in self._lucid_periods and u_lucid < _CUE_LUCID_P
+        ev = {"t": onset / sf, "event": "cue_incorporated", "lucid": lucid}
+        new_ev.append(ev)
+        if lucid:
+            self._lucid_periods.add(period)
+            t_sig = onset / sf + float(rng.uniform(*_LRLR_DELAY_S))
+            if t_sig < self.info.duration - 3.0:
+                new_ev.append({"t": t_sig, "event": "lucid_signal", "signal": "LRLR"})
+                new_ov.append(self._lrlr_overlay(round(t_sig * sf), rng))
+
+    def _lrlr_overlay(self, start: int, rng: np.random.Generator) -> _Overlay:
+        """The lucid dreamer's agreed signal: full left-right-left-right eye movements
+        (LaBerge et al. 1981), four large swings of the EOG in about 2 s."""
+        sf = self.sfreq
+        n = round(2.4 * sf)
+        amp = float(rng.uniform(200.0, 300.0))
+
+        def build() -> tuple[np.ndarray | None, np.ndarray | None]:
+            tt = np.arange(n) / sf
+            sq = np.sign(np.sin(2 * np.pi * tt / 1.2)) * np.sin(np.pi * tt / (n / sf)) ** 0.2
+            w = amp * np.convolve(sq, np.ones(round(0.04 * sf)) / round(0.04 * sf), "same")
+            add = np.zeros((6, n))
+            add[_E1] = w * 1e-6
+            add[_FPZ] = 0.25 * w * 1e-6
+            add[_C4] = 0.03 * w * 1e-6
+            return add, None
+
+        return _Overlay(start, min(start + n, self.info.n_samples), build)
 
     def _haptic_in_nightmare(
         self,
