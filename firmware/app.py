@@ -27,7 +27,14 @@ from firmware.phase import Candidate, make_estimator
 from firmware.program import Escalation, Gate, Program, TriggerSpec
 from firmware.stager import EpochDecision
 from firmware.staging import OnlineStager
-from firmware.trigger import GuardCandidate, NightmareGuard, SimpleUpPhase, SpindleCue
+from firmware.trigger import (
+    AlphaPhaseCue,
+    GuardCandidate,
+    NightmareGuard,
+    RemCue,
+    SimpleUpPhase,
+    SpindleCue,
+)
 from hal.base import SourceInfo, UserInputError
 
 logger = logging.getLogger(__name__)
@@ -54,6 +61,8 @@ def make_trigger(
     top_level: float = 50.0,
     has_emg: bool = True,
     has_accel: bool = True,
+    has_eog: bool = True,
+    quiet_s: float = 61.0,
 ):
     """Build the program's trigger.
 
@@ -73,12 +82,33 @@ def make_trigger(
         The guard's ceiling (the program's ``stimulus.level_db``).
     has_emg, has_accel : bool
         The guard's detector gets these rows besides the ECG.
+    has_eog : bool
+        ``rem-cue`` only: its REM detector gets an EOG row (and a chin row if ``has_emg``).
+    quiet_s : float
+        ``alpha-phase`` only: no pulse this long after movement or a chin burst (the
+        program's ``gate.pause_after_arousal_s``).
 
     Returns
     -------
     object
-        A phase estimator, the trough trigger, a spindle cue or the nightmare guard.
+        A phase estimator, the trough trigger, a spindle cue, the nightmare guard, the
+        REM cue or the alpha-phase cue.
     """
+    if spec.kind == "rem-cue":
+        return RemCue(
+            sfreq, block, has_eog=has_eog, has_emg=has_emg, output_latency_s=output_latency_s
+        )
+    if spec.kind == "alpha-phase":
+        return AlphaPhaseCue(
+            sfreq,
+            block,
+            target_deg=spec.target_deg,
+            min_amplitude_uv=spec.min_amplitude_uv,
+            output_latency_s=output_latency_s,
+            has_emg=has_emg,
+            has_accel=has_accel,
+            quiet_s=quiet_s,
+        )
     if spec.kind == "spindle":
         return SpindleCue(sfreq, block, output_latency_s)
     if spec.kind == "rem-distress":
@@ -153,9 +183,27 @@ class ArousalPause:
         The program's gate.
     sfreq : float
         Sampling rate in Hz (the state is kept in sample indices).
+    ignore : tuple of str
+        Arousal events whose signs are exactly one of these are ignored (``onset``:
+        ``("eeg",)``; awake, alpha and beta are the sleeper's normal state, not an
+        arousal; movement and chin bursts still hold).
+    brief : tuple of str
+        An arousal shorter than 3 s whose completed event shows only these signs holds
+        while it lasts but leaves no pause after it and is no repeat (``rem-cue``:
+        ``("emg",)``; a short chin burst alone in REM is a phasic twitch; the AASM's
+        arousals last 3 s at least, and those still pause).
     """
 
-    def __init__(self, gate: Gate, sfreq: float) -> None:
+    #: Shortest arousal (AASM): a shorter ``brief`` one is a twitch.
+    MIN_AROUSAL_S = 3.0
+
+    def __init__(
+        self,
+        gate: Gate,
+        sfreq: float,
+        ignore: tuple[str, ...] = (),
+        brief: tuple[str, ...] = (),
+    ) -> None:
         self.pause = round(gate.pause_after_arousal_s * sfreq)
         self.repeat_window = round(gate.repeat_window_s * sfreq)
         self.repeat_pause = round(gate.repeat_pause_s * sfreq)
@@ -164,18 +212,28 @@ class ArousalPause:
         self.until = -(10**12)
         self.last_onset = -(10**12)  # decision index of the previous arousal's first sign
         self.repeated = False
+        self.ignore = ignore
+        self.brief = brief
+        self._pending = -(10**12)  # first sign of the arousal in progress
+        self.min_len = round(self.MIN_AROUSAL_S * sfreq)
 
     def apply(self, ev: Event) -> None:
         """Take in one arousal event (in order of decision)."""
+        if ev.source in self.ignore:
+            return
         if not ev.confirmed:
             # An EEG shift or movement is the sleeper waking; a chin-EMG sign alone may be
             # REM muscle activity (a nightmare's tone and twitches).
             self.waking = "eeg" in ev.source or "movement" in ev.source
-            self.repeated = ev.decision_index - self.last_onset < self.repeat_window
-            self.last_onset = ev.decision_index
+            self._pending = ev.decision_index
             self.in_arousal = True
             return
         self.in_arousal = False
+        if ev.source in self.brief and ev.end_index - ev.onset_index < self.min_len:
+            return
+        # Whether it repeats the previous one is judged from its first sign.
+        self.repeated = self._pending - self.last_onset < self.repeat_window
+        self.last_onset = self._pending
         pause = max(self.pause, self.repeat_pause) if self.repeated else self.pause
         self.until = max(self.until, ev.decision_index + pause)
 
@@ -232,6 +290,22 @@ class Application:
             self._trigger_rows = [
                 r for r in (row_ecg, self.row_emg, self.row_accel) if r is not None
             ]
+        # The REM cue reads the eyes and the chin (REM onset: eye movements with atonia).
+        self.rem_cue = program.trigger.kind == "rem-cue"
+        if self.rem_cue:
+            self._trigger_rows = [r for r in (self.row_eog, self.row_emg) if r is not None]
+            if not self._trigger_rows:
+                raise UserInputError(
+                    f"Program '{program.name}' (trigger.kind = 'rem-cue') needs an EOG "
+                    f"(role 'eog') or chin EMG (role 'emg') channel to see REM, got roles "
+                    f"{[c.role for c in info.channels]}."
+                )
+        # The onset pulses read the EEG, and the chin and movement to keep quiet after them.
+        if program.trigger.kind == "alpha-phase":
+            self._trigger_rows = [
+                r for r in (self.row_eeg, self.row_emg, self.row_accel) if r is not None
+            ]
+        self._multirow = self.guard or self.rem_cue or program.trigger.kind == "alpha-phase"
         self.trigger = make_trigger(
             program.trigger,
             self.sfreq,
@@ -241,6 +315,8 @@ class Application:
             top_level=program.stimulus.level_db,
             has_emg=self.row_emg is not None,
             has_accel=self.row_accel is not None,
+            has_eog=self.row_eog is not None,
+            quiet_s=program.gate.pause_after_arousal_s,
         )
         self.arousal = ArousalDetector(
             self.sfreq,
@@ -251,7 +327,13 @@ class Application:
         self._arousal_rows = [
             r for r in (self.row_eeg, self.row_emg, self.row_accel) if r is not None
         ]
-        self.arousal_pause = ArousalPause(program.gate, self.sfreq)
+        kind = program.trigger.kind
+        self.arousal_pause = ArousalPause(
+            program.gate,
+            self.sfreq,
+            ignore=("eeg",) if kind == "alpha-phase" else (),
+            brief=("emg",) if kind == "rem-cue" else (),
+        )
         self._recent_stages: list[str] = []
         self._n_requested = 0  # stimuli asked for so far (cue sounds cycle with it)
         self.stager = OnlineStager(
@@ -269,6 +351,9 @@ class Application:
         self.bad_until = -(10**12)  # stimulation withheld before this sample index
         self._bad_run: tuple[int, str] | None = None  # (start index, cause) of a bad stretch
         self.next_index = 0
+        self.stopped = False  # a stage of gate.stop_at was decided: done for the night
+        self._train_n = 0  # rem-cue: cues played in the current train
+        self._period_trains = 0  # rem-cue: trains begun in this REM period
 
     # -- declared costs ---------------------------------------------------------------------
     def block_cycles(self) -> int:
@@ -345,7 +430,7 @@ class Application:
             eeg_flags = np.bitwise_or.reduce(flags[self.rows_eeg], axis=0)
         causes, q_scan = self.quality.peek(eeg, eeg_flags)
         t_snapshot = self.trigger.snapshot()
-        t_in = data[self._trigger_rows] if self.guard else eeg
+        t_in = data[self._trigger_rows] if self._multirow else eeg
         cands = self.trigger.scan(t_in, start)
         a_snapshot = self.arousal.snapshot()
         a_rows = data[self._arousal_rows]
@@ -393,6 +478,16 @@ class Application:
             last_bad = start + (np.flatnonzero(causes)[-1] + 1) * self.block
             self.bad_until = max(self.bad_until, last_bad + holdoff)
         logs = self._log_bad_stretches(start, causes)
+        # Sub-epoch states (REM onset, sleep onset) the trigger decided in the kept blocks.
+        for ev in getattr(self.trigger, "events", ()):
+            logs.append(
+                {
+                    "kind": "state",
+                    "event": ev.kind,
+                    "t": ev.decision_index / self.sfreq,
+                    "value": round(ev.value, 3),
+                }
+            )
         stages = self._feed_stager(start, data[:, :end], causes)
         self.next_index = start + end
         return ChunkResult(end, stims, stages, logs)
@@ -431,6 +526,8 @@ class Application:
         return pause.holds(index)
 
     def _gate_open(self) -> bool:
+        if self.stopped:
+            return False
         gate = self.program.gate
         recent = self._recent_stages[-gate.stable_epochs :]
         return len(recent) == gate.stable_epochs and all(s in gate.stages for s in recent)
@@ -455,6 +552,8 @@ class Application:
             return []
         if cand.target_index - self.last_onset < self.program.trigger.refractory_s * self.sfreq:
             return []
+        if self.rem_cue and not self._train_allows(cand.target_index):
+            return []
         # The timer must still be in the future once the block has been processed.
         fire = cand.target_index - self.latency_samples
         if fire <= self._end_of_block(d):
@@ -463,8 +562,21 @@ class Application:
         cue = "spindle" if kind == "spindle" else f"so-upphase/{kind}"
         if isinstance(cand, GuardCandidate):
             cue = "nightmare-guard"
+        elif kind in ("rem-cue", "alpha-phase"):
+            cue = kind
         reason = "sham" if self.program.sham else cue
         detail = {"amplitude_uv": round(cand.amplitude_uv, 1), "freq_hz": round(cand.freq_hz, 3)}
+        if kind == "alpha-phase":
+            detail = {
+                "alpha_uv": round(cand.amplitude_uv, 1),
+                "freq_hz": round(cand.freq_hz, 3),
+                "phase_at_decision": round(cand.phase_at_decision, 1),
+            }
+        if self.rem_cue:
+            if self._train_n == 0:
+                self._period_trains += 1
+            self._train_n += 1
+            detail = {"train": self._period_trains, "cue": self._train_n}
         if isinstance(cand, GuardCandidate):
             # Escalation counts from the episode's first pulse asked for (not from the
             # onset): the first pulse the sleeper can feel is the gentle one.
@@ -489,6 +601,22 @@ class Application:
             StimRequest(d, onset, reason, {**detail, "click": k + 1} if len(onsets) > 1 else detail)
             for k, onset in enumerate(onsets)
         ]
+
+    def _train_allows(self, target: int) -> bool:
+        """``rem-cue``: whether a cue at ``target`` fits the trains (Dreamento-style).
+
+        Cues come in trains of ``cue.train``, ``trigger.refractory_s`` apart; after a train
+        (or a train broken off, e.g. by an arousal, for ``cue.pause_s``) a new one may
+        start ``cue.pause_s`` after the last cue, at most ``cue.max_trains`` per REM period.
+        """
+        cue = self.program.cue
+        since = target - self.last_onset
+        pause = round(cue.pause_s * self.sfreq)
+        if self._train_n >= cue.train or (self._train_n and since >= pause):
+            if since < pause:
+                return False
+            self._train_n = 0  # the train is over: the next cue begins a new one
+        return not (self._train_n == 0 and self._period_trains >= cue.max_trains)
 
     def _log_bad_stretches(self, start: int, causes: np.ndarray) -> list[dict]:
         logs: list[dict] = []
@@ -519,6 +647,13 @@ class Application:
     def _adopt(self, dec: EpochDecision) -> None:
         self.stage = dec.stage
         self._recent_stages = [*self._recent_stages[-19:], dec.stage]
+        if dec.stage in self.program.gate.stop_at and not self.stopped:
+            self.stopped = True
+            logger.info("program %s stops for the night: %s decided", self.program.name, dec.stage)
+        if dec.stage != "R":
+            # A REM period ends with the first epoch staged otherwise: the cap starts anew.
+            self._period_trains = 0
+            self._train_n = 0
 
     def finish(self) -> list[dict]:
         """Close an open bad-signal stretch at the end of the night."""

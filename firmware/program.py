@@ -17,8 +17,18 @@ from typing import Any
 from hal.base import STAGES, UserInputError, check_option
 
 #: Trigger kinds: phase estimators (firmware.phase), the simple trough trigger, the spindle
-#: cue and the nightmare guard (REM distress, firmware.trigger.NightmareGuard).
-TRIGGER_KINDS = ("echt", "pll", "ngo", "so-upphase", "spindle", "rem-distress")
+#: cue, the nightmare guard (REM distress, firmware.trigger.NightmareGuard), cues in REM
+#: (firmware.trigger.RemCue) and alpha-phase-locked pulses (firmware.trigger.AlphaPhaseCue).
+TRIGGER_KINDS = (
+    "echt",
+    "pll",
+    "ngo",
+    "so-upphase",
+    "spindle",
+    "rem-distress",
+    "rem-cue",
+    "alpha-phase",
+)
 #: Sounds the device synthesises itself; anything else must be a .wav file that exists.
 BUILTIN_SOUNDS = ("pink", "click", "tone-440", "tone-660", "tone-880", "chime")
 MODALITIES = ("audio", "light", "haptic")
@@ -49,6 +59,9 @@ class Gate:
     repeat_window_s, repeat_pause_s : float
         An arousal that begins within ``repeat_window_s`` of the previous one pauses
         ``repeat_pause_s`` after it ends instead (the sleeper keeps waking: leave them be).
+    stop_at : tuple of str
+        Once the stager has decided one of these stages, the program stops for the night
+        (``onset`` helps the sleeper fall asleep and leaves them alone from the first N2).
     """
 
     stages: tuple[str, ...] = ("N2", "N3")
@@ -56,6 +69,7 @@ class Gate:
     pause_after_arousal_s: float = 10.0
     repeat_window_s: float = 300.0
     repeat_pause_s: float = 300.0
+    stop_at: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,7 +83,9 @@ class TriggerSpec:
         ``"ngo"`` (Ngo et al. 2013 threshold + fixed delay), ``"so-upphase"`` (trough +
         two quarter periods), ``"spindle"`` (a cue at each detected spindle) or
         ``"rem-distress"`` (the nightmare guard: pulses while REM distress lasts, one per
-        ``refractory_s``, escalating as ``[escalation]`` says).
+        ``refractory_s``, escalating as ``[escalation]`` says), ``"rem-cue"`` (cues while
+        REM signs -- rapid eye movements, chin atonia -- are on, in trains as ``[cue]``
+        says) or ``"alpha-phase"`` (pulses locked to a phase of the alpha rhythm).
     threshold_uv : float or None
         Down-state the trigger needs (µV, negative); ``None``: the estimator's default
         (-30 µV for echt/pll arming, -80 µV for ngo, -40 µV for so-upphase).
@@ -78,12 +94,19 @@ class TriggerSpec:
         click for ``pair``).
     pair : bool
         Play Ngo's two-click pair: a second click one predicted cycle after the first.
+    target_deg : float
+        ``alpha-phase`` only: the alpha phase each pulse reaches the ear at (0° = positive
+        peak, ±180° = trough).
+    min_amplitude_uv : float
+        ``alpha-phase`` only: alpha amplitude (analytic, µV) needed for a pulse.
     """
 
     kind: str = "echt"
     threshold_uv: float | None = None
     refractory_s: float = 2.5
     pair: bool = False
+    target_deg: float = 0.0
+    min_amplitude_uv: float = 6.0
 
 
 @dataclass(frozen=True)
@@ -139,6 +162,26 @@ class Escalation:
 
 
 @dataclass(frozen=True)
+class Cue:
+    """How the ``rem-cue`` trigger groups its cues (Dreamento-style trains).
+
+    Attributes
+    ----------
+    train : int
+        Cues per train, ``trigger.refractory_s`` apart.
+    pause_s : float
+        Silence after a train before the next one may start (from its last cue).
+    max_trains : int
+        Trains per REM period at most (a period ends when the stager decides a stage
+        other than R).
+    """
+
+    train: int = 3
+    pause_s: float = 30.0
+    max_trains: int = 10
+
+
+@dataclass(frozen=True)
 class Program:
     """A validated modulation program."""
 
@@ -149,6 +192,7 @@ class Program:
     trigger: TriggerSpec = field(default_factory=TriggerSpec)
     stimulus: StimulusSpec = field(default_factory=StimulusSpec)
     escalation: Escalation = field(default_factory=Escalation)
+    cue: Cue = field(default_factory=Cue)
 
 
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -160,6 +204,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "trigger": dict,
         "stimulus": dict,
         "escalation": dict,
+        "cue": dict,
     },
     "gate": {
         "stages": list,
@@ -167,12 +212,15 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "pause_after_arousal_s": (int, float),
         "repeat_window_s": (int, float),
         "repeat_pause_s": (int, float),
+        "stop_at": list,
     },
     "trigger": {
         "kind": str,
         "threshold_uv": (int, float),
         "refractory_s": (int, float),
         "pair": bool,
+        "target_deg": (int, float),
+        "min_amplitude_uv": (int, float),
     },
     "stimulus": {
         "modality": str,
@@ -185,6 +233,11 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "start": (int, float),
         "step": (int, float),
         "step_s": (int, float),
+    },
+    "cue": {
+        "train": int,
+        "pause_s": (int, float),
+        "max_trains": int,
     },
 }
 
@@ -252,7 +305,7 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
     Program
     """
     _check_table("", data, source)
-    for table in ("gate", "trigger", "stimulus", "escalation"):
+    for table in ("gate", "trigger", "stimulus", "escalation", "cue"):
         _check_table(table, data.get(table, {}), source)
     if "name" not in data:
         raise UserInputError(f"Missing field 'name' in '{source}': every program has a name.")
@@ -273,11 +326,16 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
     }
     for name, value in pauses.items():
         _in_range(f"gate.{name}", value, 0, 3600, source)
+    stop_at = tuple(gate_data.get("stop_at", ()))
+    for stage in stop_at:
+        check_option("gate.stop_at", stage, STAGES, where=source)
     trig = TriggerSpec(**data.get("trigger", {}))
     check_option("trigger.kind", trig.kind, TRIGGER_KINDS, where=source)
     if trig.threshold_uv is not None:
         _in_range("trigger.threshold_uv", trig.threshold_uv, -300.0, 0.0, source)
     _in_range("trigger.refractory_s", trig.refractory_s, 0.5, 60.0, source)
+    _in_range("trigger.target_deg", trig.target_deg, -180.0, 180.0, source)
+    _in_range("trigger.min_amplitude_uv", trig.min_amplitude_uv, 0.0, 200.0, source)
     stim_data = dict(data.get("stimulus", {}))
     stim_data["sounds"] = tuple(stim_data.get("sounds", ()))
     stim = StimulusSpec(**stim_data)
@@ -300,6 +358,16 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
         _in_range("escalation.start", esc.start, 0.0, stim.level_db, source)
     _in_range("escalation.step", esc.step, 0.0, 120.0, source)
     _in_range("escalation.step_s", esc.step_s, 1.0, 600.0, source)
+    cue_data = data.get("cue", {})
+    if cue_data and trig.kind != "rem-cue":
+        raise UserInputError(
+            f"Invalid table '[cue]' in '{source}': only the 'rem-cue' trigger plays cue "
+            f"trains, got trigger.kind = {trig.kind!r}."
+        )
+    cue = Cue(**cue_data)
+    _in_range("cue.train", cue.train, 1, 20, source)
+    _in_range("cue.pause_s", cue.pause_s, 1.0, 3600.0, source)
+    _in_range("cue.max_trains", cue.max_trains, 1, 1000, source)
     return Program(
         name=data["name"],
         description=data.get("description", ""),
@@ -308,10 +376,12 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
             stages=stages,
             stable_epochs=stable,
             **pauses,
+            stop_at=stop_at,
         ),
         trigger=trig,
         stimulus=stim,
         escalation=esc,
+        cue=cue,
     )
 
 

@@ -344,3 +344,283 @@ class NightmareGuard:
     def restore(self, state: object) -> None:
         """Return to a state taken by :meth:`snapshot`."""
         self.detector.restore(state)
+
+
+class RemCue:
+    """Cue in REM (Dreamento-style lucid-dream induction): offers a cue every ``tick_s``
+    while :class:`firmware.substates.RemOnsetDetector` says REM is on (rapid eye movements
+    with chin atonia). The application turns the offers into trains with pauses, holds
+    them after arousals and caps them per REM period. The cues are timed to reach the
+    sleeper right after the block that decided them.
+
+    Parameters
+    ----------
+    sfreq : float
+        Sampling rate in Hz.
+    block : int
+        Samples per DMA block.
+    has_eog, has_emg : bool
+        Rows given to :meth:`scan`: EOG first, then chin EMG (at least one).
+    tick_s : float
+        Time between offers while REM is on (rounded to whole blocks, on absolute block
+        numbers so that any chunking gives the same offers).
+    output_latency_s : float
+        The transducer's latency.
+    """
+
+    name = "rem-cue"
+
+    def __init__(
+        self,
+        sfreq: float,
+        block: int,
+        has_eog: bool = True,
+        has_emg: bool = True,
+        tick_s: float = 0.5,
+        output_latency_s: float = 0.015,
+    ) -> None:
+        from firmware.substates import RemOnsetDetector
+
+        self.sfreq = sfreq
+        self.block = block
+        self.detector = RemOnsetDetector(sfreq, block, has_eog=has_eog, has_emg=has_emg)
+        self.tick_blocks = max(1, round(tick_s * sfreq / block))
+        self.lead = int(np.ceil(output_latency_s * sfreq)) + 1
+        self.events: list = []  # state events of the last scan (the app logs them)
+
+    @property
+    def cycles_per_sample(self) -> int:
+        """Declared MCU cost per sample (the detector's; a cue decision is modulation)."""
+        return int(self.detector.cycles_per_sample)
+
+    def scan(self, rows: np.ndarray, start: int) -> list:
+        """Process the next whole blocks (rows EOG[, EMG]); one offer per tick in REM."""
+        from firmware.phase import Candidate as PhaseCandidate
+
+        self.events, on = self.detector.scan_states(rows, start)
+        first_block = start // self.block
+        ticks = np.flatnonzero(on & ((first_block + np.arange(on.size)) % self.tick_blocks == 0))
+        out = []
+        for k in ticks.tolist():
+            end = start + (k + 1) * self.block  # the first sample after the deciding block
+            out.append(PhaseCandidate(end - 1, end + self.lead, 0.0, 0.0, 0.0))
+        return out
+
+    def snapshot(self) -> object:
+        """A copy of the full state."""
+        return self.detector.snapshot()
+
+    def restore(self, state: object) -> None:
+        """Return to a state taken by :meth:`snapshot`."""
+        self.detector.restore(state)
+
+
+class AlphaPhaseCue:
+    """Sound pulses locked to a phase of the alpha rhythm (the ``onset`` program).
+
+    Elemind's sleep-onset headband plays pulses locked to the alpha phase while the wearer
+    falls asleep. The alpha phase is estimated causally by the endpoint-corrected Hilbert
+    transform (:class:`firmware.phase.EchtEstimator`, Schreglmann et al. 2021) with an
+    8-12 Hz response over a 0.5-s window, once per DMA block; the frequency comes from the
+    phase advance since the previous block. A block with alpha above ``min_amplitude_uv``
+    offers a pulse when the predicted phase reaches ``target_deg`` within one block after
+    the timer can fire (the application keeps the refractory period).
+    :class:`firmware.substates.SleepOnsetDetector` runs beside it; its events are logged.
+    So does a :class:`firmware.detectors.SpindleDetector`: the first spindle after the
+    sleep-onset detector has called the sleeper asleep is the sign of N2 (AASM: N2 begins
+    with a spindle or K-complex), and the pulses stop for good there, logged as an
+    ``n2_sign`` state event -- before the stager, which decides each epoch one epoch late,
+    can say N2.
+
+    Lying awake, people move. No pulse is offered for ``quiet_s`` after a block with
+    movement (accelerometer beyond ``ACTIVE_G``) or a chin burst (10-Hz high-passed
+    EMG RMS beyond ``ACTIVE_EMG_UV``): the safety island counts such activity under
+    stimulation as arousal attempts (three in 2 min: a trapped sleeper), with thresholds
+    (0.05 g, 80 µV) above these, so the trigger stops before the island would notice.
+
+    Parameters
+    ----------
+    sfreq : float
+        Sampling rate in Hz.
+    block : int
+        Samples per DMA block.
+    target_deg : float
+        Alpha phase to hit at the ear (0° = positive peak of the alpha wave).
+    min_amplitude_uv : float
+        Analytic amplitude of alpha needed for a pulse (no alpha, no phase to lock to).
+    output_latency_s : float
+        The transducer's latency, compensated.
+    has_emg, has_accel : bool
+        Rows given to :meth:`scan` after the EEG: chin EMG, then accelerometer (g).
+    quiet_s : float
+        No pulse this long after movement or a chin burst.
+    """
+
+    name = "alpha-phase"
+    BAND = (8.0, 12.0)
+    WINDOW_S = 0.5
+    ACTIVE_G = 0.03
+    ACTIVE_EMG_UV = 50.0
+
+    def __init__(
+        self,
+        sfreq: float,
+        block: int,
+        target_deg: float = 0.0,
+        min_amplitude_uv: float = 6.0,
+        output_latency_s: float = 0.015,
+        has_emg: bool = False,
+        has_accel: bool = False,
+        quiet_s: float = 61.0,
+    ) -> None:
+        from firmware.detectors import SpindleDetector
+        from firmware.dsp import CausalFilter
+        from firmware.phase import EchtEstimator
+        from firmware.substates import SleepOnsetDetector
+
+        self.sfreq = sfreq
+        self.block = block
+        self.echt = EchtEstimator(sfreq, block, window_s=self.WINDOW_S, band=self.BAND)
+        self.onset = SleepOnsetDetector(sfreq, block)
+        self.spindles = SpindleDetector(sfreq, block)
+        self.n2_at: int | None = None  # decision sample of the N2 sign (then: done)
+        self.target = float(np.radians(target_deg))
+        self.min_amplitude_uv = float(min_amplitude_uv)
+        self.latency = output_latency_s * sfreq
+        self._prev_phase = np.nan  # phase at the previous block end
+        self._first: int | None = None
+        self.events: list = []
+        self.has_emg, self.has_accel = bool(has_emg), bool(has_accel)
+        self.f_emg = CausalFilter((10.0, None), sfreq) if has_emg else None
+        self.quiet = round(quiet_s * sfreq)
+        self._last_active = -(10**12)  # last sample of a block with activity
+
+    @property
+    def cycles_per_block(self) -> int:
+        """Declared MCU cost per DMA block: the ECHT dot product, the onset detector and
+        the prediction (one atan2, one division)."""
+        from firmware.phase import CYCLES_PER_TRIG
+
+        activity = 0 if self.f_emg is None else self.f_emg.cycles_per_sample * self.block
+        activity += (int(self.has_emg) + int(self.has_accel)) * 2 * self.block
+        return (
+            self.echt.cycles_per_block
+            + int(self.onset.cycles_per_sample + self.spindles.cycles_per_sample) * self.block
+            + CYCLES_PER_TRIG
+            + activity
+        )
+
+    def _active_ends(self, rows: np.ndarray, nb: int, start: int) -> np.ndarray:
+        """Per block: the last block end with activity at or before it (or far past)."""
+        act = np.zeros(nb, bool)
+        r = 1
+        if self.f_emg is not None:
+            y = self.f_emg.process(rows[r : r + 1])[0][: nb * self.block]
+            act |= np.mean((y * y).reshape(nb, self.block), axis=1) > self.ACTIVE_EMG_UV**2
+            r += 1
+        if self.has_accel:
+            acc = np.abs(rows[r, : nb * self.block]).reshape(nb, self.block)
+            act |= acc.max(axis=1) > self.ACTIVE_G
+        ends = start + self.block - 1 + self.block * np.arange(nb, dtype=np.int64)
+        last = np.maximum.accumulate(np.where(act, ends, self._last_active))
+        if nb:
+            self._last_active = int(last[-1])
+        return last
+
+    def scan(self, rows: np.ndarray, start: int) -> list:
+        """Process the next whole blocks: EEG (µV)[, chin EMG (µV)][, accel (g)].
+
+        Returns one offer per block with alpha whose predicted target phase falls in the
+        next block, none within ``quiet_s`` after activity.
+        """
+        from firmware.phase import Candidate as PhaseCandidate
+
+        rows = np.atleast_2d(np.asarray(rows, dtype=np.float64))
+        x = np.ascontiguousarray(rows[0])
+        last_active = self._active_ends(rows, x.size // self.block, start)
+        if self._first is None:
+            self._first = start
+        ends, z = self.echt.analytic(x, start)
+        self.echt.scan(x, start)  # advances the window history (its own decisions unused)
+        asleep_before = self.onset.asleep
+        self.events = self.onset.scan(x, start)
+        self._n2_sign(x, start, asleep_before)
+        out = []
+        if ends.size == 0:
+            return out
+        phase = np.angle(z)
+        amp = np.abs(z)
+        prev = np.concatenate([[self._prev_phase], phase[:-1]])
+        self._prev_phase = float(phase[-1])
+        # Phase advance over one block, wrapped to [0, 2pi): alpha moves ~0.3 cycle a block.
+        adv = np.mod(phase - prev, 2 * np.pi)
+        freq = adv * self.sfreq / (2 * np.pi * self.block)
+        valid = (ends >= self._first + self.echt.n - 1) & np.isfinite(freq)
+        ok = valid & (amp >= self.min_amplitude_uv) & (freq >= 7.0) & (freq <= 14.0)
+        # Block ends come one per block from the first: ``ends[k]`` is block ``k``'s.
+        ok &= ends - last_active[: ends.size] >= self.quiet
+        if self.n2_at is not None:
+            ok &= ends < self.n2_at
+        for k in np.flatnonzero(ok).tolist():
+            e, f = int(ends[k]), float(freq[k])
+            period = self.sfreq / f
+            # The timer must fire after this block has been processed; and the prediction
+            # is only trusted one block ahead (alpha keeps its phase for a few cycles only:
+            # on the virtual sleeper the phase-locking value falls from 0.65 at 6 samples
+            # ahead to 0.44 at 20 and 0.18 at 40), so a later block takes farther targets.
+            wait = np.mod(self.target - phase[k], 2 * np.pi) / (2 * np.pi) * period
+            if wait - self.latency <= 1.0:
+                wait += period
+            if wait - self.latency > 1.0 + self.block:
+                continue
+            out.append(
+                PhaseCandidate(
+                    e, e + int(np.floor(wait + 0.5)), float(amp[k]), f, float(np.degrees(phase[k]))
+                )
+            )
+        return out
+
+    def _n2_sign(self, x: np.ndarray, start: int, asleep_before: bool) -> None:
+        """Look for the first spindle decided while the sleeper was asleep."""
+        from firmware.substates import StateEvent
+
+        spindles = self.spindles.scan(x, start)
+        if self.n2_at is not None:
+            return
+        # The asleep state at each moment of this stretch, from the onset events.
+        changes = [(e.decision_index, e.kind == "sleep_onset") for e in self.events]
+        for sp in spindles:
+            asleep = asleep_before
+            for idx, state in changes:
+                if idx <= sp.decision_index:
+                    asleep = state
+            if asleep:
+                self.n2_at = sp.decision_index
+                self.events = sorted(
+                    [*self.events, StateEvent("n2_sign", sp.decision_index, sp.amplitude_uv)],
+                    key=lambda e: e.decision_index,
+                )
+                return
+
+    def snapshot(self) -> object:
+        """A copy of the full state."""
+        zi = None if self.f_emg is None else self.f_emg.zi.copy()
+        return (
+            self.echt.snapshot(),
+            self.onset.snapshot(),
+            self._prev_phase,
+            self._first,
+            zi,
+            self._last_active,
+            self.spindles.snapshot(),
+            self.n2_at,
+        )
+
+    def restore(self, state: object) -> None:
+        """Return to a state taken by :meth:`snapshot`."""
+        echt, onset, self._prev_phase, self._first, zi, self._last_active, sp, self.n2_at = state  # type: ignore[misc]
+        self.spindles.restore(sp)
+        self.echt.restore(echt)
+        self.onset.restore(onset)
+        if self.f_emg is not None:
+            self.f_emg.zi = zi.copy()

@@ -192,11 +192,21 @@ def test_application_needs_an_eeg_channel():
         Application(load_program("clas"), src.info, 8, 0.015)
 
 
-@pytest.mark.parametrize("program", ["clas", "clas-ngo", "sham", "tmr", "nightmare-guard"])
+@pytest.mark.parametrize(
+    "program", ["clas", "clas-ngo", "sham", "tmr", "nightmare-guard", "rem-cue", "onset"]
+)
 def test_every_builtin_program_decides_identically_in_chunks(program):
     def run(chunk):
         prog = load_program(program)
-        if program == "nightmare-guard":
+        if program in ("rem-cue", "onset"):
+            # A virtual sleeper's REM (eyes, chin) or falling asleep (alpha); the gate is
+            # opened and stop_at removed (the stager needs a longer night to call REM).
+            from sim.sleeper import VirtualSleeper
+
+            hyp = ["N2"] * 2 + ["R"] * 6 if program == "rem-cue" else ["W"] * 6 + ["N1"] * 2
+            src = VirtualSleeper(5, hypnogram=hyp, artifacts=False)
+            prog = replace(prog, gate=replace(prog.gate, stages=STAGES, stop_at=()))
+        elif program == "nightmare-guard":
             # Heart, chin and movement with a distress episode; the stage gate is opened to
             # every stage (the stager would not call a synthetic EEG REM; the gate itself
             # is shared with every program).

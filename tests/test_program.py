@@ -34,6 +34,19 @@ def test_unknown_builtin_suggests_the_nearest():
         ('name = "x"\nsham = 1', r"sham.*expected bool"),
         ('description = "no name"', r"Missing field 'name'"),
         ('name = "x"\n[gate\n', r"Malformed program file"),
+        ('name = "x"\n[gate]\nstop_at = ["N5"]', r"gate.stop_at.*got 'N5'"),
+        ('name = "x"\n[trigger]\nkind = "alpha-phase"\ntarget_deg = 270', r"trigger.target_deg"),
+        (
+            'name = "x"\n[trigger]\nkind = "alpha-phase"\nmin_amplitude_uv = -1',
+            r"trigger.min_amplitude_uv.*expected 0.0 to 200.0",
+        ),
+        ('name = "x"\n[cue]\ntrain = 3', r"\[cue\].*only the 'rem-cue' trigger"),
+        ('name = "x"\n[trigger]\nkind = "rem-cue"\n[cue]\ntrain = 0', r"cue.train.*1 to 20"),
+        ('name = "x"\n[trigger]\nkind = "rem-cue"\n[cue]\npause = 3', r"Did you mean 'pause_s'"),
+        (
+            'name = "x"\n[trigger]\nkind = "rem-cue"\n[cue]\nmax_trains = 2.5',
+            r"cue.max_trains.*expected int",
+        ),
     ],
 )
 def test_bad_program_files_name_the_field(tmp_path, text, message):
