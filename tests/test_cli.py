@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import slow_wave_eeg
 
+from firmware.program import builtin_programs
 from sim.cli import build_parser, main
 
 SFREQ = 250.0
@@ -181,3 +182,24 @@ def test_help_is_complete():
     for option in ("--hours", "--seed", "--recording", "--channel", "--program", "--out"):
         assert option in sub
     assert main([]) == 2
+
+
+@pytest.mark.parametrize("program", builtin_programs())
+def test_every_builtin_program_runs_a_virtual_night(tmp_path, capsys, program):
+    """Each shipped program, as a user starts it: outputs written, nothing tripped."""
+    out = tmp_path / program
+    code, stdout, _ = run_cli(
+        capsys, "--hours", "0.5", "--seed", "3", "--program", program, "--out", out, "--no-report"
+    )
+    assert code == 0 and f"program    {program}" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["program"] == program
+    assert summary["safety"]["trips"] == 0
+    stims = [e for e in read_events(out) if e["kind"] == "stim"]
+    played = [e for e in stims if e["delivered"]]
+    assert summary["stimuli"]["delivered"] == len(played)
+    assert (
+        all(e["reason"] == "sham" for e in stims)
+        if program == "sham"
+        else not any(e["reason"] == "sham" for e in stims)
+    )
