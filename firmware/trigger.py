@@ -12,6 +12,7 @@ phase-estimation issue replaces it with ECHT and a PLL.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -155,7 +156,21 @@ class SimpleUpPhase:
         self.trigger.last_zc_down = last
 
 
-class SpindleCue:
+class _DetectorState:
+    """A trigger whose whole state is its ``detector``'s (snapshot and restore delegate)."""
+
+    detector: Any  # a streaming detector of firmware.detectors or firmware.substates
+
+    def snapshot(self) -> object:
+        """A copy of the full state."""
+        return self.detector.snapshot()
+
+    def restore(self, state: object) -> None:
+        """Return to a state taken by :meth:`snapshot`."""
+        self.detector.restore(state)
+
+
+class SpindleCue(_DetectorState):
     """Cue at a detected spindle (Portiloop-style): the detector's early decision, about
     0.4 s into the spindle, becomes a candidate played as soon as the timer allows.
 
@@ -201,14 +216,6 @@ class SpindleCue:
             )
         return out
 
-    def snapshot(self) -> object:
-        """A copy of the full state."""
-        return self.detector.snapshot()
-
-    def restore(self, state: object) -> None:
-        """Return to a state taken by :meth:`snapshot`."""
-        self.detector.restore(state)
-
 
 @dataclass(frozen=True)
 class GuardCandidate:
@@ -224,7 +231,7 @@ class GuardCandidate:
     moved_index: int  # last sample with movement at the decision
 
 
-class NightmareGuard:
+class NightmareGuard(_DetectorState):
     """NightWare-style nightmare interruption: escalating pulses while REM distress lasts.
 
     A :class:`firmware.detectors.RemDistressDetector` watches ECG, chin EMG and movement.
@@ -337,16 +344,8 @@ class NightmareGuard:
             )
         return out
 
-    def snapshot(self) -> object:
-        """A copy of the full state."""
-        return self.detector.snapshot()
 
-    def restore(self, state: object) -> None:
-        """Return to a state taken by :meth:`snapshot`."""
-        self.detector.restore(state)
-
-
-class RemCue:
+class RemCue(_DetectorState):
     """Cue in REM (Dreamento-style lucid-dream induction): offers a cue every ``tick_s``
     while :class:`firmware.substates.RemOnsetDetector` says REM is on (rapid eye movements
     with chin atonia). The application turns the offers into trains with pauses, holds
@@ -405,14 +404,6 @@ class RemCue:
             end = start + (k + 1) * self.block  # the first sample after the deciding block
             out.append(PhaseCandidate(end - 1, end + self.lead, 0.0, 0.0, 0.0))
         return out
-
-    def snapshot(self) -> object:
-        """A copy of the full state."""
-        return self.detector.snapshot()
-
-    def restore(self, state: object) -> None:
-        """Return to a state taken by :meth:`snapshot`."""
-        self.detector.restore(state)
 
 
 class AlphaPhaseCue:
