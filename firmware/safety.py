@@ -761,15 +761,10 @@ class SafetyIsland:
             st = self._period
             if self._dsp_due != math.inf:
                 return self._condition("watchdog: acquisition before dsp", t)
-            if not self._seq_ok(st, seq):
-                return self._condition(f"watchdog: acquisition out of order ({seq})", t)
-            gap = it - st.last_t
-            if gap < cfg.window_min_s and not st.resync:
-                return self._condition("watchdog: acquisition early", t)
-            if gap > cfg.window_max_s:
-                return self._condition("watchdog: acquisition late", t)
-            st.resync = False
-            st.last_t = it
+            if not self._in_window(
+                st, "acquisition", seq, it, t, cfg.window_min_s, cfg.window_max_s
+            ):
+                return
             self._acq_t = it
             self._dsp_due = self._true(it + cfg.dsp_max_s)
         elif task == "dsp":
@@ -782,15 +777,7 @@ class SafetyIsland:
             st = self._staging
             if not cfg.staging_max_s:
                 return
-            if not self._seq_ok(st, seq):
-                return self._condition(f"watchdog: staging out of order ({seq})", t)
-            gap = it - st.last_t
-            if gap < cfg.staging_min_s and not st.resync:
-                return self._condition("watchdog: staging early", t)
-            if gap > cfg.staging_max_s:
-                return self._condition("watchdog: staging late", t)
-            st.resync = False
-            st.last_t = it
+            self._in_window(st, "staging", seq, it, t, cfg.staging_min_s, cfg.staging_max_s)
         elif task == "modulation":
             if self._mod_resync and isinstance(seq, int | np.integer) and seq >= self._mod_seq:
                 self._mod_seq = int(seq)
@@ -803,6 +790,25 @@ class SafetyIsland:
             self._armed.append((seq, t + cfg.modulation_max_s))
         else:
             self._condition("watchdog: unknown check-in", t)
+
+    def _in_window(
+        self, st: _Stream, task: str, seq: int, it: float, t: float, lo: float, hi: float
+    ) -> bool:
+        """The windowed, ordered check-in of a periodic task (island time ``it``); a
+        check-in out of order, early or late trips. True when it was in order and in time."""
+        if not self._seq_ok(st, seq):
+            self._condition(f"watchdog: {task} out of order ({seq})", t)
+            return False
+        gap = it - st.last_t
+        if gap < lo and not st.resync:
+            self._condition(f"watchdog: {task} early", t)
+            return False
+        if gap > hi:
+            self._condition(f"watchdog: {task} late", t)
+            return False
+        st.resync = False
+        st.last_t = it
+        return True
 
     @staticmethod
     def _seq_ok(st: _Stream, seq: int) -> bool:
