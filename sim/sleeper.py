@@ -1630,24 +1630,7 @@ class VirtualSleeper:
             wake = rng.random() < 0.25
             dur = float(rng.uniform(20.0, 60.0) if wake else rng.uniform(3.0, 12.0))
             t0 = t_on + float(rng.uniform(0.3, 1.0))
-            key = (3, onset, len(self._stimuli))
-            start = round(t0 * sf)
-            new_ov.append(self._arousal_overlay(start, dur, key))
-            new_ev.append(
-                {"t": t0, "event": "arousal", "duration": round(dur, 2), "cause": "stimulus"}
-            )
-            if wake:
-                new_ev.append({"t": t0, "event": "stage", "stage": "W", "cause": "stimulus"})
-                back = min(t0 + dur, self.info.duration - 1.0 / sf)
-                new_ev.append(
-                    {
-                        "t": back,
-                        "event": "stage",
-                        "stage": self.stage_at(round(back * sf)),
-                        "cause": "stimulus",
-                    }
-                )
-                new_ov.append(self._wake_overlay(start, dur, key))
+            self._stimulus_arousal(onset, t0, dur, wake, new_ev, new_ov)
         for e in new_ev:
             self._add_event(e)
         for ov in new_ov:
@@ -1833,25 +1816,9 @@ class VirtualSleeper:
         new_ov: list[_Overlay],
     ) -> None:
         """Woken by a stimulus: a short awakening (as a sound's), and the nightmare is over."""
-        sf = self.sfreq
-        t_on = onset / sf
         dur = float(rng.uniform(20.0, 60.0))
-        t0 = t_on + float(rng.uniform(0.3, 1.0))
-        key = (3, onset, len(self._stimuli))
-        start = round(t0 * sf)
-        new_ov.append(self._arousal_overlay(start, dur, key))
-        new_ov.append(self._wake_overlay(start, dur, key))
-        new_ev.append({"t": t0, "event": "arousal", "duration": round(dur, 2), "cause": "stimulus"})
-        new_ev.append({"t": t0, "event": "stage", "stage": "W", "cause": "stimulus"})
-        back = min(t0 + dur, self.info.duration - 1.0 / sf)
-        new_ev.append(
-            {
-                "t": back,
-                "event": "stage",
-                "stage": self.stage_at(round(back * sf)),
-                "cause": "stimulus",
-            }
-        )
+        t0 = onset / self.sfreq + float(rng.uniform(0.3, 1.0))
+        self._stimulus_arousal(onset, t0, dur, True, new_ev, new_ov)
         if t0 < nm["end"]:
             new_ev.append(self._end_nightmare(nm, t0, "awakening"))
 
@@ -1885,6 +1852,36 @@ class VirtualSleeper:
             return add, None
 
         return _Overlay(onset, min(onset + n, self.info.n_samples), build)
+
+    def _stimulus_arousal(
+        self,
+        onset: int,
+        t0: float,
+        dur: float,
+        wake: bool,
+        new_ev: list[dict],
+        new_ov: list[_Overlay],
+    ) -> None:
+        """An arousal a stimulus (heard at ``onset``) caused from ``t0`` for ``dur`` s; with
+        ``wake``, a short awakening: stage W, then back to the planned stage."""
+        sf = self.sfreq
+        key = (3, onset, len(self._stimuli))
+        start = round(t0 * sf)
+        new_ov.append(self._arousal_overlay(start, dur, key))
+        new_ev.append({"t": t0, "event": "arousal", "duration": round(dur, 2), "cause": "stimulus"})
+        if not wake:
+            return
+        new_ev.append({"t": t0, "event": "stage", "stage": "W", "cause": "stimulus"})
+        back = min(t0 + dur, self.info.duration - 1.0 / sf)
+        new_ev.append(
+            {
+                "t": back,
+                "event": "stage",
+                "stage": self.stage_at(round(back * sf)),
+                "cause": "stimulus",
+            }
+        )
+        new_ov.append(self._wake_overlay(start, dur, key))
 
     def _wake_overlay(self, start: int, dur: float, key: tuple[int, ...]) -> _Overlay:
         """A short awakening: alpha, blinks and wake muscle tone over damped sleep EEG."""
