@@ -387,6 +387,10 @@ class Application:
         little past the earliest onset the refractory period allows, because a stimulus
         there would cut the read and the rest would be read again.
         """
+        # A call never goes past the block in which the open epoch ends (its stage gates
+        # what follows): reading further would only be read, filtered and scanned again.
+        epoch_end = (self._epoch + 1) * self.n_epoch
+        limit = max(start + self.block, min(limit, self._end_of_block(epoch_end - 1)))
         if not self._gate_open():
             return limit
         refractory = round(self.program.trigger.refractory_s * self.sfreq)

@@ -71,6 +71,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import numba
 import numpy as np
 from scipy import signal
 
@@ -97,6 +98,45 @@ T_REACT_CEILING_S = 0.010
 #: Bits of the per-block hazard code of the island's signal view.
 BAD, AROUSED, DISTRESS = 1, 2, 4
 _ADC_BAD_FLAGS = 3  # hal.adc FLAG_CLIPPED | FLAG_LEAD_OFF
+
+
+@numba.njit(cache=True)
+def _block_signs(
+    eeg_flags: np.ndarray, eeg: np.ndarray, accel: np.ndarray, n_blocks: int, b: int, accel_g: float
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """Per block: bad EEG (an ADC flag on any EEG row, or the first row stuck at one
+    code) and movement (an accelerometer sample beyond ``accel_g``; ``accel`` may be empty).
+
+    Why numba: these are reductions over 8-sample blocks, which NumPy does slowly (one
+    short inner loop per block) and in several passes; the comparisons are exact, so the
+    result is the same.
+    """
+    bad = np.zeros(n_blocks, dtype=np.bool_)
+    act = np.zeros(n_blocks, dtype=np.bool_)
+    for j in range(n_blocks):
+        lo = j * b
+        hit = False
+        for r in range(eeg_flags.shape[0]):
+            for i in range(lo, lo + b):
+                if eeg_flags[r, i] & _ADC_BAD_FLAGS:
+                    hit = True
+                    break
+            if hit:
+                break
+        if not hit and eeg.shape[0] > 0:
+            hi_v = eeg[lo]
+            lo_v = eeg[lo]
+            for i in range(lo + 1, lo + b):
+                hi_v = max(hi_v, eeg[i])
+                lo_v = min(lo_v, eeg[i])
+            hit = hi_v == lo_v  # a stuck converter repeats one code
+        bad[j] = hit
+        if accel.shape[0] > 0:
+            for i in range(lo, lo + b):
+                if abs(accel[i]) > accel_g:
+                    act[j] = True
+                    break
+    return bad, act
 
 
 @dataclass(frozen=True)
@@ -944,15 +984,17 @@ class SafetyIsland:
         b = data.shape[1] // n_blocks
         cfg = self.config
         codes = np.zeros(n_blocks, dtype=np.int8)
+        none = np.empty(0)
+        bad, act = _block_signs(
+            flags[self._eeg] if self._eeg else np.zeros((0, 0), dtype=np.uint8),
+            data[self._eeg[0]] if self._eeg else none,
+            data[self._acc] if self._acc is not None else none,
+            n_blocks,
+            b,
+            cfg.accel_g,
+        )
         if self._eeg:
-            fl = flags[self._eeg].reshape(len(self._eeg), n_blocks, b)
-            bad = (fl & _ADC_BAD_FLAGS).any(axis=(0, 2))
-            eeg = data[self._eeg[0]].reshape(n_blocks, b)
-            bad |= eeg.max(axis=1) == eeg.min(axis=1)  # a stuck converter repeats one code
             codes[bad] |= BAD
-        act = np.zeros(n_blocks, dtype=bool)
-        if self._acc is not None:
-            act |= np.abs(data[self._acc]).reshape(n_blocks, b).max(axis=1) > cfg.accel_g
         if self._emg is not None and cfg.emg_uv > 0:
             e, self._emg_zi = _sosfilt(self._emg_sos, data[self._emg][None, :], self._emg_zi)
             e = e.reshape(n_blocks, b)
