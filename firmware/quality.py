@@ -9,6 +9,7 @@ Programs withhold stimulation while the signal is bad and for a hold-off after i
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from hal.adc import FLAG_CLIPPED, FLAG_LEAD_OFF
@@ -24,6 +25,62 @@ CAUSES = ("ok", "clipped", "lead_off", "amplitude", "flat")
 
 #: Cycles per sample (compare, min/max, flag test) on the MCU.
 CYCLES_PER_SAMPLE = 6
+
+
+_OK, _CLIPPED, _LEAD_OFF, _AMPLITUDE, _FLAT = range(len(CAUSES))
+
+
+@numba.njit(cache=True)
+def _block_causes(
+    x: np.ndarray, flags: np.ndarray, b: int, hist_max: np.ndarray, hist_min: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
+    """Cause per block, and the per-block extremes after the history (for the state).
+
+    The flat test spans the ``len(hist_max) + 1`` blocks ending at each block; causes
+    override in the order flat < amplitude < clipped < lead-off.
+
+    Why numba: NumPy reduces 8-sample blocks slowly (a short inner loop per block) and the
+    sliding window needed several passes; comparisons and subtractions are exact, so the
+    causes are those of the vectorised form.
+    """
+    keep = hist_max.shape[0]
+    n_blocks = x.shape[0] // b
+    all_max = np.empty(keep + n_blocks)
+    all_min = np.empty(keep + n_blocks)
+    all_max[:keep] = hist_max
+    all_min[:keep] = hist_min
+    for j in range(n_blocks):
+        hi = lo = x[j * b]
+        for i in range(j * b + 1, (j + 1) * b):
+            v = x[i]
+            if v > hi:
+                hi = v
+            if v < lo:
+                lo = v
+        all_max[keep + j] = hi
+        all_min[keep + j] = lo
+    cause = np.zeros(n_blocks, dtype=np.int8)
+    for j in range(n_blocks):
+        hi = all_max[j]
+        lo = all_min[j]
+        for k in range(j + 1, j + keep + 1):
+            if all_max[k] > hi:
+                hi = all_max[k]
+            if all_min[k] < lo:
+                lo = all_min[k]
+        if hi - lo < FLAT_PTP_UV:
+            cause[j] = _FLAT
+        if max(all_max[keep + j], -all_min[keep + j]) > MAX_ABS_UV:
+            cause[j] = _AMPLITUDE
+        clipped = lead_off = False
+        for i in range(j * b, (j + 1) * b):
+            clipped |= (flags[i] & FLAG_CLIPPED) != 0
+            lead_off |= (flags[i] & FLAG_LEAD_OFF) != 0
+        if clipped:
+            cause[j] = _CLIPPED
+        if lead_off:
+            cause[j] = _LEAD_OFF
+    return cause, all_max, all_min
 
 
 class QualityMonitor:
@@ -61,42 +118,14 @@ class QualityMonitor:
         scan : QualityScan
             Gives the state after any number of these blocks, for :meth:`commit`.
         """
-        b = self.block
-        xb = x.reshape(-1, b)
-        cause = np.zeros(xb.shape[0], dtype=np.int8)
-        bmax, bmin = xb.max(axis=1), xb.min(axis=1)
-        block_ptp = bmax - bmin
-        all_max = np.concatenate([self.hist_max, bmax])
-        all_min = np.concatenate([self.hist_min, bmin])
-        # Good signal is the common case: test cheaply before building per-block masks.
-        # No window can be flatter than its liveliest block, nor than any aligned group of
-        # (window + 1) // 2 blocks (every window holds one whole), so the sliding test is
-        # needed only when some group is nearly flat.
-        if (
-            self.window > 1
-            and block_ptp.min() < FLAT_PTP_UV
-            and self._some_flat_group(all_max, all_min)
-        ):
-            win = np.lib.stride_tricks.sliding_window_view
-            ptp = win(all_max, self.window).max(axis=1) - win(all_min, self.window).min(axis=1)
-            cause[ptp < FLAT_PTP_UV] = CAUSES.index("flat")
-        elif self.window == 1:
-            cause[block_ptp < FLAT_PTP_UV] = CAUSES.index("flat")
-        if bmax.max() > MAX_ABS_UV or bmin.min() < -MAX_ABS_UV:
-            cause[np.maximum(bmax, -bmin) > MAX_ABS_UV] = CAUSES.index("amplitude")
-        if flags.any():
-            fb = flags.reshape(-1, b)
-            cause[(fb & FLAG_CLIPPED).any(axis=1)] = CAUSES.index("clipped")
-            cause[(fb & FLAG_LEAD_OFF).any(axis=1)] = CAUSES.index("lead_off")
+        cause, all_max, all_min = _block_causes(
+            np.ascontiguousarray(x, dtype=np.float64),
+            np.ascontiguousarray(flags, dtype=np.uint8),
+            self.block,
+            self.hist_max,
+            self.hist_min,
+        )
         return cause, QualityScan(all_max, all_min, self.window - 1)
-
-    def _some_flat_group(self, all_max: np.ndarray, all_min: np.ndarray) -> bool:
-        g = (self.window + 1) // 2
-        m = all_max.size // g * g
-        if m == 0:
-            return True
-        ptp = all_max[:m].reshape(-1, g).max(axis=1) - all_min[:m].reshape(-1, g).min(axis=1)
-        return bool(ptp.min() < FLAT_PTP_UV)
 
     def commit(self, state: tuple[np.ndarray, np.ndarray]) -> None:
         """Adopt a state given by :meth:`QualityScan.state`."""

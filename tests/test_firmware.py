@@ -92,7 +92,7 @@ def test_trigger_in_pieces_equals_whole(block):
     split=st.integers(1, 300),
 )
 def test_quality_flat_test_equals_the_sliding_window_by_brute_force(levels, lengths, split):
-    """The shortcut that skips the sliding flat test never changes a verdict."""
+    """The compiled flat test gives the verdicts of the sliding window, by brute force."""
     rng = np.random.default_rng(len(levels))
     x = np.concatenate(
         [lvl * rng.uniform(-1, 1, 8 * k) for lvl, k in zip(levels, lengths, strict=False)]
