@@ -52,15 +52,16 @@ The weights are data (``firmware/models/stager.npz``, a few tens of kB), written
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numba
 import numpy as np
 from scipy import signal
 
-from firmware.dsp import _sosfilt
 from firmware.stager import EpochDecision
 from hal.base import STAGES
 
@@ -145,41 +146,430 @@ def feature_names(has_eog: bool, has_emg: bool) -> tuple[str, ...]:
     return FEATURES_EEG + (FEATURES_EOG if has_eog else ()) + (FEATURES_EMG if has_emg else ())
 
 
-def _welch(x: np.ndarray, sfreq: float) -> tuple[np.ndarray, np.ndarray]:
-    """Welch PSD (µV²/Hz) per 4-s segment: returns freqs and (n_segments, n_freqs)."""
-    nper = round(_WIN_S * sfreq)
-    step = round(_STEP_S * sfreq)
-    n_seg = max(1, 1 + (x.size - nper) // step)
-    idx = np.arange(nper)[None, :] + step * np.arange(n_seg)[:, None]
-    seg = x[np.minimum(idx, x.size - 1)]
-    seg = seg - seg.mean(axis=1, keepdims=True)
-    win = np.hanning(nper)
-    spec = np.abs(np.fft.rfft(seg * win, axis=1)) ** 2 / (sfreq * np.sum(win**2))
-    spec[:, 1:-1] *= 2.0
-    return np.fft.rfftfreq(nper, 1.0 / sfreq), spec
+# ---- Feature kernels ------------------------------------------------------------------------
+# Why numba: the features of one epoch used to be ~150 small NumPy calls (masks, reductions,
+# four filters, a percentile) whose per-call overhead, not arithmetic, cost ~2 ms per epoch.
+# The kernels below perform the same floating-point operations in the same order as those
+# calls, so the features are bit-identical: every sum follows NumPy's pairwise summation
+# (:func:`_sum`), a mean is that sum divided by the count, the filters are scipy's
+# ``sosfilt`` recursion, the percentile is NumPy's linear interpolation. Three things stay in
+# NumPy because compiled code could round differently: the FFT (pocketfft), the modulus of
+# complex numbers (NumPy has its own SIMD hypot) and the array logarithms (NumPy may use SIMD
+# ones); the scalar logarithms are libm's ``log10`` in both Python's ``math`` and numba.
+# ``error_model="numpy"``: a division by zero gives inf/NaN as in NumPy instead of raising.
+# tests/test_staging_kernels.py holds the NumPy formulation and checks the equality.
 
 
-def _envelope_index(y: np.ndarray, sfreq: float) -> float:
-    """log10 of the 95th percentile over the median of the 0.5-s RMS envelope of ``y``."""
-    n = max(1, round(0.5 * sfreq))
-    m = y.size // n
-    if m < 4:
-        return 0.0
-    rms = np.sqrt(np.mean(y[: m * n].reshape(m, n) ** 2, axis=1)) + 1e-9
-    return float(np.log10(np.percentile(rms, 95) / np.median(rms)))
+@numba.njit(cache=True)
+def _block_sum(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cover
+    """NumPy's ``pairwise_sum`` of ``a[lo:lo + n]`` for ``n <= 128`` (one block: 8
+    accumulators, then the rest in order; numpy/_core/src/umath/loops_utils.h.src)."""
+    if n < 8:
+        res = -0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = lo + 8
+    end = lo + n - n % 8
+    while i < end:
+        r0 += a[i]
+        r1 += a[i + 1]
+        r2 += a[i + 2]
+        r3 += a[i + 3]
+        r4 += a[i + 4]
+        r5 += a[i + 5]
+        r6 += a[i + 6]
+        r7 += a[i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for j in range(i, lo + n):
+        res += a[j]
+    return res
+
+
+@numba.njit(cache=True)
+def _sum(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cover
+    """``np.sum(a[lo:lo + n])`` bit for bit.
+
+    NumPy's pairwise summation splits a run longer than 128 into halves (the first half
+    rounded down to a multiple of 8) and adds their sums; a reduction starts from 0.0.
+    Numba cannot cache a recursive function, so the same tree is walked with a stack.
+    """
+    if n <= 128:
+        return 0.0 + _block_sum(a, lo, n)
+    f_lo = np.empty(128, np.int64)  # frames: start, length, halves already summed
+    f_n = np.empty(128, np.int64)
+    f_done = np.empty(128, np.bool_)
+    vals = np.empty(64)  # sums of finished halves, left before right
+    f_lo[0], f_n[0], f_done[0] = lo, n, False
+    nf, nv = 1, 0
+    while nf > 0:
+        nf -= 1
+        s, m, done = f_lo[nf], f_n[nf], f_done[nf]
+        if m <= 128:
+            vals[nv] = _block_sum(a, s, m)
+            nv += 1
+        elif done:
+            nv -= 1
+            vals[nv - 1] = vals[nv - 1] + vals[nv]
+        else:
+            m2 = m // 2
+            m2 -= m2 % 8
+            # Revisit this run once both halves are summed; the left half goes first.
+            f_lo[nf], f_n[nf], f_done[nf] = s, m, True
+            f_lo[nf + 1], f_n[nf + 1], f_done[nf + 1] = s + m2, m - m2, False
+            f_lo[nf + 2], f_n[nf + 2], f_done[nf + 2] = s, m2, False
+            nf += 3
+    return 0.0 + vals[0]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _welch_segments(
+    x: np.ndarray, nper: int, step: int, n_seg: int, win: np.ndarray
+) -> np.ndarray:  # pragma: no cover
+    """The mean-removed, windowed Welch segments of ``x`` as rows, ready for the FFT.
+
+    A segment running past the end repeats the last sample (only when ``x`` is shorter
+    than one window)."""
+    last = x.shape[0] - 1
+    seg = np.empty((n_seg, nper))
+    for s in range(n_seg):
+        row = seg[s]
+        for k in range(nper):
+            row[k] = x[min(s * step + k, last)]
+        mean = _sum(row, 0, nper) / nper
+        for k in range(nper):
+            row[k] = (row[k] - mean) * win[k]
+    return seg
+
+
+@numba.njit(inline="always")
+def _biquad2(c: tuple, st: tuple, x: float) -> tuple:  # pragma: no cover
+    """One sample through two direct-form-II-transposed sections, scipy ``sosfilt``'s
+    arithmetic; ``c`` = (b0, b1, b2, a1, a2) of both sections, ``st`` their states."""
+    z00, z01, z10, z11 = st
+    y0 = c[0] * x + z00
+    z00 = c[1] * x - c[3] * y0 + z01
+    z01 = c[2] * x - c[4] * y0
+    y1 = c[5] * y0 + z10
+    z10 = c[6] * y0 - c[8] * y1 + z11
+    z11 = c[7] * y0 - c[9] * y1
+    return y1, (z00, z01, z10, z11)
+
+
+@numba.njit(inline="always")
+def _coefs(sos: np.ndarray) -> tuple:  # pragma: no cover
+    return (
+        sos[0, 0], sos[0, 1], sos[0, 2], sos[0, 4], sos[0, 5],
+        sos[1, 0], sos[1, 1], sos[1, 2], sos[1, 4], sos[1, 5],
+    )  # fmt: skip
+
+
+@numba.njit(cache=True)
+def _bandpass_pair(
+    sos_a: np.ndarray,
+    z_a: np.ndarray,
+    x_a: np.ndarray,
+    sos_b: np.ndarray,
+    z_b: np.ndarray,
+    x_b: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """Two 2-section cascades over equal-length inputs; states (2, 2) carried in place.
+
+    Interleaved in one loop because each recursion is latency-bound: the second filter
+    runs in the first one's pipeline bubbles (two filters cost about what one does).
+    """
+    n = x_a.shape[0]
+    y_a = np.empty(n)
+    y_b = np.empty(n)
+    ca, cb = _coefs(sos_a), _coefs(sos_b)
+    sa = (z_a[0, 0], z_a[0, 1], z_a[1, 0], z_a[1, 1])
+    sb = (z_b[0, 0], z_b[0, 1], z_b[1, 0], z_b[1, 1])
+    for i in range(n):
+        y_a[i], sa = _biquad2(ca, sa, x_a[i])
+        y_b[i], sb = _biquad2(cb, sb, x_b[i])
+    z_a[0, 0], z_a[0, 1], z_a[1, 0], z_a[1, 1] = sa
+    z_b[0, 0], z_b[0, 1], z_b[1, 0], z_b[1, 1] = sb
+    return y_a, y_b
+
+
+@numba.njit(cache=True)
+def _bandpass(sos: np.ndarray, z: np.ndarray, x: np.ndarray) -> np.ndarray:  # pragma: no cover
+    """One 2-section cascade (see :func:`_bandpass_pair`); state (2, 2) carried in place."""
+    n = x.shape[0]
+    y = np.empty(n)
+    c = _coefs(sos)
+    st = (z[0, 0], z[0, 1], z[1, 0], z[1, 1])
+    for i in range(n):
+        y[i], st = _biquad2(c, st, x[i])
+    z[0, 0], z[0, 1], z[1, 0], z[1, 1] = st
+    return y
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _envelope_ratio(y: np.ndarray, n_win: int) -> float:  # pragma: no cover
+    """95th percentile over median of the ``n_win``-sample RMS envelope of ``y``.
+
+    ``np.percentile(rms, 95)`` (method "linear": the order statistics around
+    ``(m - 1) * 0.95`` and NumPy's two-sided lerp) over ``np.median(rms)`` (mean of the
+    middle pair); NaN when an RMS value is NaN, as NumPy gives. Needs ``m >= 4`` windows.
+    """
+    m = y.shape[0] // n_win
+    sq = np.empty(n_win)
+    rms = np.empty(m)
+    for k in range(m):
+        for i in range(n_win):
+            v = y[k * n_win + i]
+            sq[i] = v * v
+        rms[k] = math.sqrt(_sum(sq, 0, n_win) / n_win) + 1e-9
+    s = np.sort(rms)  # NaN sorts last, as in NumPy
+    if np.isnan(s[m - 1]):
+        return np.nan
+    virtual = (m - 1) * 0.95
+    lo = math.floor(virtual)
+    a = s[int(lo)]
+    b = s[min(int(lo) + 1, m - 1)]
+    t = virtual - lo
+    diff = b - a
+    p95 = b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
+    med = (s[m // 2 - 1] + s[m // 2]) / 2.0 if m % 2 == 0 else s[m // 2]
+    return p95 / med
+
+
+@numba.njit(cache=True)
+def _lower_bound(a: np.ndarray, v: float) -> int:  # pragma: no cover
+    """``np.searchsorted(a, v)`` (side "left"): NumPy's binary search, whose NaN-aware
+    comparison is plain ``<`` for a non-NaN ``v``."""
+    lo, hi = 0, a.shape[0]
+    while lo < hi:
+        mid = lo + ((hi - lo) >> 1)
+        if a[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _spectral_features(
+    mag: np.ndarray,
+    scale: float,
+    df: float,
+    i0: int,
+    fs: np.ndarray,
+    bands: np.ndarray,
+    out: np.ndarray,
+    l10_in: np.ndarray,
+    pn: np.ndarray,
+    ln_in: np.ndarray,
+) -> None:  # pragma: no cover
+    """The spectral features up to the array logarithms, from the FFT moduli ``mag``.
+
+    Fills ``out[0:7]`` (log total power, log relative band powers), ``out[8:10]`` (median
+    and 95 % edge frequencies), the normalised spectrum ``pn`` over ``fs`` (the 0.5-24 Hz
+    bins from index ``i0``), ``ln_in = pn + 1e-20`` (entropy) and ``l10_in``: the bins of
+    the three sigma-peak bands plus 1e-12, then each segment's total power. ``bands``
+    holds (start, stop) rows into ``fs``: six power bands, then three sigma-peak bands.
+    """
+    n_seg, n_f = mag.shape
+    n_p = fs.shape[0]
+    spec = np.empty((n_seg, n_f))
+    for s in range(n_seg):
+        for j in range(n_f):
+            v = mag[s, j] * mag[s, j] / scale
+            if 0 < j < n_f - 1:
+                v *= 2.0  # one-sided spectrum
+            spec[s, j] = v
+    # Mean over segments, accumulated row after row as NumPy reduces axis 0.
+    p = np.empty(n_p)
+    for j in range(n_p):
+        acc = 0.0
+        for s in range(n_seg):
+            acc += spec[s, i0 + j]
+        p[j] = acc / n_seg
+    p_sum = _sum(p, 0, n_p)
+    total = p_sum * df + 1e-12
+    out[0] = math.log10(total)
+    for k in range(6):
+        lo, hi = bands[k, 0], bands[k, 1]
+        out[1 + k] = math.log10(_sum(p, lo, hi - lo) * df / total + 1e-9)
+    cum = np.empty(n_p)
+    acc = 0.0
+    for j in range(n_p):
+        pn[j] = p[j] / p_sum
+        ln_in[j] = pn[j] + 1e-20
+        acc = pn[j] if j == 0 else acc + pn[j]
+        cum[j] = acc
+    i_med = _lower_bound(cum, 0.5)
+    if i_med >= n_p:
+        raise IndexError("median frequency beyond the band (NumPy indexing would fail too)")
+    out[8] = fs[i_med]
+    out[9] = fs[min(_lower_bound(cum, 0.95), n_p - 1)]
+    pos = 0
+    for k in range(6, 9):
+        for j in range(bands[k, 0], bands[k, 1]):
+            l10_in[pos] = p[j] + 1e-12
+            pos += 1
+    for s in range(n_seg):
+        # Summed in order, not pairwise: NumPy's ``spec[:, mask]`` is a Fortran-ordered
+        # copy, so its ``sum(axis=1)`` adds column after column.
+        acc = 0.0
+        for j in range(i0, i0 + n_p):
+            acc += spec[s, j]
+        l10_in[pos] = acc * df + 1e-12
+        pos += 1
+
+
+@numba.njit(cache=True)
+def _share_above(y: np.ndarray, thr: float) -> float:  # pragma: no cover
+    """``np.mean(np.abs(y) > thr)`` (an exact count over the length)."""
+    n = 0
+    for v in y:
+        if abs(v) > thr:
+            n += 1
+    return n / y.shape[0]
+
+
+@numba.njit(cache=True)
+def _all_finite(a: np.ndarray) -> bool:  # pragma: no cover
+    """``np.all(np.isfinite(a))`` for a contiguous 1-D float64 ``a``.
+
+    A value is inf or NaN exactly when its exponent bits are all ones; OR-ing that test
+    over the integers vectorises, unlike a float test with an early exit (5x faster than
+    NumPy's mask and ``all``).
+    """
+    exp = np.uint64(0x7FF0000000000000)
+    bad = np.uint64(0)
+    bits = a.view(np.uint64)
+    for i in range(bits.shape[0]):
+        bad |= np.uint64((bits[i] & exp) == exp)
+    return bad == 0
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _mean_square(y: np.ndarray) -> float:  # pragma: no cover
+    """``np.mean(y**2)`` bit for bit."""
+    sq = np.empty(y.shape[0])
+    for i in range(y.shape[0]):
+        sq[i] = y[i] * y[i]
+    return _sum(sq, 0, sq.shape[0]) / sq.shape[0]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _eog_stats(
+    eslow: np.ndarray, slow: np.ndarray
+) -> tuple[float, float, float, float, np.ndarray]:  # pragma: no cover
+    """``np.mean(eslow**2)``, ``np.mean(slow**2)``, ``np.std`` of both, and both rows
+    minus their means (what ``np.corrcoef(eslow, slow)`` multiplies)."""
+    n = slow.shape[0]
+    xc = np.empty((2, n))
+    sq = np.empty(n)
+    ms = np.empty(2)
+    sd = np.empty(2)
+    for r in range(2):
+        y = eslow if r == 0 else slow
+        for i in range(n):
+            sq[i] = y[i] * y[i]
+        ms[r] = _sum(sq, 0, n) / n
+        mean = _sum(y, 0, n) / n
+        for i in range(n):
+            xc[r, i] = y[i] - mean
+            sq[i] = xc[r, i] * xc[r, i]
+        sd[r] = math.sqrt(_sum(sq, 0, n) / n)
+    return ms[0], ms[1], sd[0], sd[1], xc
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _finish_features(
+    l10: np.ndarray, ln: np.ndarray, pn: np.ndarray, bands: np.ndarray, log_n: float
+) -> tuple[float, float, float]:  # pragma: no cover
+    """Entropy, sigma-peak prominence and power spread from the array logarithms."""
+    n_p = pn.shape[0]
+    t = np.empty(n_p)
+    for j in range(n_p):
+        t[j] = pn[j] * ln[j]
+    entropy = -_sum(t, 0, n_p) / log_n
+    pos = 0
+    means = np.empty(3)
+    for k in range(3):
+        cnt = bands[6 + k, 1] - bands[6 + k, 0]
+        means[k] = _sum(l10, pos, cnt) / cnt
+        pos += cnt
+    peak = means[0] - 0.5 * (means[1] + means[2])
+    n_seg = l10.shape[0] - pos
+    mean = _sum(l10, pos, n_seg) / n_seg
+    sq = np.empty(n_seg)
+    for s in range(n_seg):
+        d = l10[pos + s] - mean
+        sq[s] = d * d
+    spread = math.sqrt(_sum(sq, 0, n_seg) / n_seg)
+    return entropy, peak, spread
+
+
+class _Plan:
+    """Constants of the features at one rate and epoch length, computed once.
+
+    The Hann window and its energy, the 0.5-24 Hz bins and the band index ranges, computed
+    with the expressions the per-epoch code used, so they are the same numbers.
+    """
+
+    def __init__(self, sfreq: float, n: int) -> None:
+        self.nper = round(_WIN_S * sfreq)
+        self.step = round(_STEP_S * sfreq)
+        self.n_seg = max(1, 1 + (n - self.nper) // self.step)
+        self.win = np.hanning(self.nper)
+        self.scale = float(sfreq * np.sum(self.win**2))
+        freqs = np.fft.rfftfreq(self.nper, 1.0 / sfreq)
+        self.df = float(freqs[1] - freqs[0])
+        sel = np.flatnonzero((freqs >= _F_LO) & (freqs < _F_HI))
+        self.i0 = int(sel[0])
+        self.fs = freqs[sel]
+        rows = []
+        for lo, hi in (*_BANDS, (12.0, 15.0), (9.0, 11.0), (16.0, 19.0)):
+            idx = np.flatnonzero((self.fs >= lo) & (self.fs < hi))
+            # Masks on increasing frequencies are ranges (an empty band is (0, 0)).
+            rows.append((idx[0], idx[-1] + 1) if idx.size else (0, 0))
+        self.bands = np.array(rows, dtype=np.int64)
+        self.n_l10 = int(np.sum(np.diff(self.bands[6:], axis=1))) + self.n_seg
+        self.log_n = math.log(self.fs.size)
+        self.env_n = max(1, round(0.5 * sfreq))
+        for a in (self.win, self.fs, self.bands):
+            a.setflags(write=False)  # shared between stagers
+
+
+@functools.lru_cache(maxsize=16)
+def _plan(sfreq: float, n: int) -> _Plan:
+    return _Plan(sfreq, n)
+
+
+@functools.lru_cache(maxsize=16)
+def _designs(sfreq: float) -> tuple[np.ndarray, ...]:
+    """The three band-passes at ``sfreq`` and their unit-step steady states."""
+    nyq = sfreq / 2.0
+    slow = signal.butter(2, [0.5, 2.0], "bandpass", fs=sfreq, output="sos")
+    sigma = signal.butter(2, [12.0, min(15.0, 0.9 * nyq)], "bandpass", fs=sfreq, output="sos")
+    emg = signal.butter(2, [12.0, min(24.0, 0.9 * nyq)], "bandpass", fs=sfreq, output="sos")
+    # Order-2 band-passes are two sections each, the shape the compiled cascades take.
+    assert all(s.shape == (2, 6) for s in (slow, sigma, emg))
+    out = (slow, sigma, emg, *(signal.sosfilt_zi(s) for s in (slow, sigma, emg)))
+    for a in out:
+        a.setflags(write=False)
+    return out
 
 
 class _Filters:
-    """Band-pass filters run continuously across epochs (state carried, as on the device)."""
+    """Band-pass filters run continuously across epochs (state carried, as on the device).
+
+    The designs are shared per rate (read-only); the states (2 sections x 2) are this
+    object's and are advanced in place by :func:`_bandpass`.
+    """
 
     def __init__(self, sfreq: float, has_eog: bool) -> None:
-        nyq = sfreq / 2.0
-        self.sos_slow = signal.butter(2, [0.5, 2.0], "bandpass", fs=sfreq, output="sos")
-        self.sos_sigma = signal.butter(
-            2, [12.0, min(15.0, 0.9 * nyq)], "bandpass", fs=sfreq, output="sos"
-        )
-        hi = min(24.0, 0.9 * nyq)
-        self.sos_emg = signal.butter(2, [12.0, hi], "bandpass", fs=sfreq, output="sos")
+        (self.sos_slow, self.sos_sigma, self.sos_emg, *zi) = _designs(float(sfreq))
+        self._zi = dict(zip(("z_slow", "z_sigma", "z_emg"), zi, strict=True))
+        self._zi["z_eog"] = self._zi["z_slow"]
         self.has_eog = has_eog
         self.reset()
 
@@ -191,15 +581,13 @@ class _Filters:
         self.z_emg = np.zeros((self.sos_emg.shape[0], 2))
         self.primed = False
 
-    def run(self, sos: np.ndarray, name: str, x: np.ndarray) -> np.ndarray:
-        z = getattr(self, name)
+    def prime(self, name: str, x0: float) -> None:
+        """Start filter ``name`` at steady state for its first value ``x0`` (no step)."""
         if not self.primed:
-            # Start the filter at steady state for the epoch's first value (no step).
-            z = signal.sosfilt_zi(sos) * x[0]
-        # The compiled kernel of scipy.signal.sosfilt without its per-call validation.
-        y, z = _sosfilt(sos, x[np.newaxis], z[:, np.newaxis, :])
-        setattr(self, name, z[:, 0, :])
-        return y[0]
+            getattr(self, name)[...] = self._zi[name] * x0
+
+
+_NO_SIGNAL = np.empty(0)
 
 
 def epoch_features(
@@ -227,51 +615,80 @@ def epoch_features(
     ndarray
         Values in the order of :func:`feature_names`.
     """
-    x = np.atleast_2d(np.asarray(eeg, dtype=np.float64))[0]
+    x = np.ascontiguousarray(np.atleast_2d(np.asarray(eeg, dtype=np.float64))[0])
     if filters is None:
         filters = _Filters(sfreq, eog is not None)
-    freqs, seg_psd = _welch(x, sfreq)
-    psd = seg_psd.mean(axis=0)
-    df = freqs[1] - freqs[0]
-    sel = (freqs >= _F_LO) & (freqs < _F_HI)
-    p = psd[sel]
-    fs = freqs[sel]
-    total = p.sum() * df + 1e-12
-    out: list[float] = [math.log10(total)]
-    for lo, hi in _BANDS:
-        b = p[(fs >= lo) & (fs < hi)].sum() * df
-        out.append(math.log10(b / total + 1e-9))
-    pn = p / p.sum()
-    out.append(float(-np.sum(pn * np.log(pn + 1e-20)) / math.log(pn.size)))
-    cum = np.cumsum(pn)
-    out.append(float(fs[np.searchsorted(cum, 0.5)]))
-    out.append(float(fs[min(np.searchsorted(cum, 0.95), fs.size - 1)]))
+    plan = _plan(float(sfreq), x.size)
+    e = None if eog is None else np.ascontiguousarray(eog, dtype=np.float64)
+    if e is not None and e.size != x.size:
+        raise ValueError(f"EOG has {e.size} samples, the EEG {x.size}")
+    m = None if emg is None else np.ascontiguousarray(emg, dtype=np.float64)
+    out = np.empty(len(FEATURES_EEG) + 3 * (e is not None) + 2 * (m is not None))
 
-    def band_mean(lo: float, hi: float) -> float:
-        return float(np.mean(np.log10(p[(fs >= lo) & (fs < hi)] + 1e-12)))
+    # Welch spectrum: segments in a kernel, the FFT and |X| in NumPy (see above).
+    seg = _welch_segments(x, plan.nper, plan.step, plan.n_seg, plan.win)
+    mag = np.abs(np.fft.rfft(seg, axis=1))
+    l10_in = np.empty(plan.n_l10 + 1 + (m is not None))
+    pn = np.empty(plan.fs.size)
+    ln_in = np.empty(plan.fs.size)
+    _spectral_features(
+        mag, plan.scale, plan.df, plan.i0, plan.fs, plan.bands, out, l10_in, pn, ln_in
+    )
 
-    out.append(band_mean(12.0, 15.0) - 0.5 * (band_mean(9.0, 11.0) + band_mean(16.0, 19.0)))
-    seg_tot = seg_psd[:, (freqs >= _F_LO) & (freqs < _F_HI)].sum(axis=1) * df + 1e-12
-    out.append(float(np.std(np.log10(seg_tot))))
-    slow = filters.run(filters.sos_slow, "z_slow", x)
-    out.append(float(np.mean(np.abs(slow) > 37.5)))
-    sigma = filters.run(filters.sos_sigma, "z_sigma", x)
-    out.append(_envelope_index(sigma, sfreq))
-    if eog is not None:
-        e = np.asarray(eog, dtype=np.float64)
-        eslow = filters.run(filters.sos_slow, "z_eog", e)
-        pe = float(np.mean(eslow**2)) + 1e-9
-        ps = float(np.mean(slow**2)) + 1e-9
-        out.append(math.log10(pe))
-        out.append(math.log10(pe / ps))
-        c = np.corrcoef(eslow, slow)[0, 1] if np.std(eslow) > 0 and np.std(slow) > 0 else 0.0
-        out.append(float(c))
-    if emg is not None:
-        m = filters.run(filters.sos_emg, "z_emg", np.asarray(emg, dtype=np.float64))
-        out.append(math.log10(float(np.mean(m**2)) + 1e-9))
-        out.append(_envelope_index(m, sfreq))
+    # Band-pass filters, state carried across epochs.
+    filters.prime("z_slow", x[0])
+    filters.prime("z_sigma", x[0])
+    slow, sigma = _bandpass_pair(
+        filters.sos_slow, filters.z_slow, x, filters.sos_sigma, filters.z_sigma, x
+    )
+    eslow = m_band = _NO_SIGNAL
+    if e is not None:
+        filters.prime("z_eog", e[0])
+    if m is not None:
+        filters.prime("z_emg", m[0])
+    if e is not None and m is not None and e.size == m.size:
+        eslow, m_band = _bandpass_pair(
+            filters.sos_slow, filters.z_eog, e, filters.sos_emg, filters.z_emg, m
+        )
+    else:
+        if e is not None:
+            eslow = _bandpass(filters.sos_slow, filters.z_eog, e)
+        if m is not None:
+            m_band = _bandpass(filters.sos_emg, filters.z_emg, m)
     filters.primed = True
-    return np.asarray(out)
+    out[12] = _share_above(slow, 37.5)
+    k = plan.n_l10
+    # Burst indexes: their ratios join the array logarithms; below four envelope windows
+    # the index is 0 (the placeholder 1.0 only keeps the logarithm quiet).
+    bursts = [sigma] if m is None else [sigma, m_band]
+    has_env = [y.size // plan.env_n >= 4 for y in bursts]
+    for j, (y, ok) in enumerate(zip(bursts, has_env, strict=True)):
+        l10_in[k + j] = _envelope_ratio(y, plan.env_n) if ok else 1.0
+
+    # The array logarithms in NumPy (see above), then the features that need them.
+    l10 = np.log10(l10_in)
+    out[7], out[10], out[11] = _finish_features(l10[:k], np.log(ln_in), pn, plan.bands, plan.log_n)
+    out[13] = l10[k] if has_env[0] else 0.0
+    i = len(FEATURES_EEG)
+    if e is not None:
+        ms_e, ms_s, sd_e, sd_s, xc = _eog_stats(eslow, slow)
+        pe = ms_e + 1e-9
+        out[i] = math.log10(pe)
+        out[i + 1] = math.log10(pe / (ms_s + 1e-9))
+        corr = 0.0
+        if sd_e > 0 and sd_s > 0:
+            # np.corrcoef(eslow, slow)[0, 1]: the same BLAS product of the centred rows,
+            # scaled by 1 / (n - 1), divided by both standard deviations, clipped to ±1.
+            c = np.dot(xc, xc.T)
+            f = 1 / (slow.size - 1)
+            r = float(c[0, 1]) * f / math.sqrt(float(c[0, 0]) * f) / math.sqrt(float(c[1, 1]) * f)
+            corr = min(max(r, -1.0), 1.0)  # NaN stays NaN, as with np.clip
+        out[i + 2] = corr
+        i += 3
+    if m is not None:
+        out[i] = math.log10(_mean_square(m_band) + 1e-9)
+        out[i + 1] = l10[k + 1] if has_env[1] else 0.0
+    return out
 
 
 class RunningNorm:
@@ -299,19 +716,29 @@ class RunningNorm:
         self.n = 0
         self.s = np.zeros_like(self.m0)
         self.q = np.zeros_like(self.m0)
+        # The prior's terms, and the mean and spread until the next update (the stager
+        # asks for the z-scores of two epochs between updates).
+        self._w_m0 = self.w * self.m0
+        self._w_q0 = self.w * (self.v0 + self.m0**2)
+        self._var_floor = 1e-3 * self.v0 + 1e-12
+        self._stats: tuple[np.ndarray, np.ndarray] | None = None
 
     def update(self, x: np.ndarray) -> None:
         """Add one good epoch's features."""
         self.n += 1
         self.s += x
         self.q += x * x
+        self._stats = None
 
     def z(self, x: np.ndarray) -> np.ndarray:
         """z-scores of ``x`` against the night so far and the prior."""
-        d = self.w + self.n
-        mean = (self.w * self.m0 + self.s) / d
-        var = (self.w * (self.v0 + self.m0**2) + self.q) / d - mean**2
-        return (x - mean) / np.sqrt(np.maximum(var, 1e-3 * self.v0 + 1e-12))
+        if self._stats is None:
+            d = self.w + self.n
+            mean = (self._w_m0 + self.s) / d
+            var = (self._w_q0 + self.q) / d - mean**2
+            self._stats = (mean, np.sqrt(np.maximum(var, self._var_floor)))
+        mean, sd = self._stats
+        return (x - mean) / sd
 
 
 class _Model:
@@ -486,7 +913,9 @@ class OnlineStager:
         eog_a = np.asarray(eog, dtype=np.float64) if self.has_eog and eog is not None else None
         emg_a = np.asarray(emg, dtype=np.float64) if self.has_emg and emg is not None else None
         missing = (self.has_eog and eog_a is None) or (self.has_emg and emg_a is None)
-        finite = all(a is None or bool(np.all(np.isfinite(a))) for a in (x[0], eog_a, emg_a))
+        finite = all(
+            a is None or _all_finite(np.ascontiguousarray(a)) for a in (x[0], eog_a, emg_a)
+        )
         is_bad = bool(bad) or missing or not finite or x.shape[1] < round(_WIN_S * self.sfreq)
         if is_bad:
             self.filters.reset()
