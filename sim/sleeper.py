@@ -69,6 +69,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
+import numba
 import numpy as np
 from scipy.fft import irfft as _irfft
 
@@ -90,7 +91,7 @@ CHANNELS: tuple[ChannelSpec, ...] = (
 )
 _C4, _FPZ, _E1, _CHIN, _ECG, _ACC = range(6)
 #: Row unit of the internal tile buffers -> volts (uV for ExG, mV for ECG, g for Accel).
-_TO_OUT = np.array([1e-6, 1e-6, 1e-6, 1e-6, 1e-3, 1.0])[:, None]
+_TO_OUT = np.array([1e-6, 1e-6, 1e-6, 1e-6, 1e-3, 1.0])
 
 # Seed streams: each kind of randomness has its own SeedSequence branch so that, e.g.,
 # turning artifacts off does not change the hypnogram or the EEG.
@@ -303,6 +304,7 @@ _VERTEX_ROWS = np.array([[1.0], [0.45], [0.25]])
 _BLINK_ROWS = np.array([[0.04], [1.0], [0.35]])
 _EYE_ROWS = np.array([[0.03], [0.25], [1.0]])
 _SO_ROWS = np.array([[1.0], [1.3], [0.75]])  # slow waves are frontal-predominant
+_SIGNS = np.array([-1.0, 1.0])
 
 
 def _event_templates(sf: float) -> dict[str, np.ndarray]:
@@ -341,6 +343,357 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     """0 -> 1 sigmoid on x in [0, 1] (clipped), C1-continuous."""
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)
+
+
+# --------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------
+# Why numba: a tile is a few dozen passes over 6 x 7500 samples, each a separate NumPy call
+# with its own temporary; fused into one loop they cost a fraction. Each kernel repeats
+# the NumPy arithmetic step by step (same dtypes, same order of operations; only
+# correctly rounded + - * /, no transcendental functions), so the samples are unchanged
+# bit for bit.
+
+
+@numba.njit(cache=True)
+def _combine_tile(
+    out: np.ndarray,
+    noise: np.ndarray,
+    ev: np.ndarray,
+    m: int,
+    prev_noise: np.ndarray,
+    prev_ev: np.ndarray,
+    n_prev: int,
+    next_noise: np.ndarray,
+    n_next: int,
+    ecg: np.ndarray,
+    to_out: np.ndarray,
+) -> None:  # pragma: no cover
+    """Tile ``out`` (float64, ``(6, t)``) = own noise and events + the neighbours' cross-fade
+    and spill + ECG, times the row unit.
+
+    ``prev_*`` and ``next_noise`` are the neighbours' full buffers; ``n_prev`` (``n_next``)
+    is 0 when there is no previous (next) tile. The additions run in the order of the NumPy
+    original: own noise + own events, previous noise, previous events' spill, next noise,
+    ECG (and 4 x ECG, in float32, on the chin).
+    """
+    rows, t = out.shape
+    n_spill = prev_ev.shape[1] - t if n_prev else 0
+    p0 = prev_noise.shape[1] - n_prev  # the previous tile's fade-out tail
+    for r in range(rows):
+        nr, er, o = noise[r], ev[r], out[r]
+        for i in range(t):
+            o[i] = np.float64(nr[m + i]) + np.float64(er[i])
+        for i in range(n_prev):
+            o[i] += prev_noise[r, p0 + i]
+        for i in range(n_spill):
+            o[i] += prev_ev[r, t + i]
+        for i in range(n_next):
+            o[t - n_next + i] += next_noise[r, i]
+        if r == _ECG:
+            for i in range(t):
+                o[i] += ecg[i]
+        elif r == _CHIN:
+            four = np.float32(4.0)  # cardiac field on the chin electrodes (uV per mV)
+            for i in range(t):
+                o[i] += four * ecg[i]
+        u = to_out[r]
+        for i in range(t):
+            o[i] *= u
+
+
+@numba.njit(cache=True)
+def _noise_spectrum(
+    z: np.ndarray,
+    ne: int,
+    n2: int,
+    nb: int,
+    amp_c4: np.ndarray,
+    amp_fz: np.ndarray,
+    masks: np.ndarray,
+    dg: np.ndarray,
+    amp_emg: np.ndarray,
+    emg_rms: np.float32,
+    amp_acc: np.ndarray,
+    spec: np.ndarray,
+) -> None:  # pragma: no cover
+    """Random spectra of C4, Fpz, chin EMG and accelerometer into ``spec`` (4, nb).
+
+    ``z`` holds the uniform draws as complex64 (not yet centred): C4's ``ne`` bins, Fpz's
+    own ``n2``, the EMG's ``nb``, then the accelerometer's. ``masks`` are the delta, alpha
+    and beta band masks and ``dg`` their gains minus 1. Bins past each row's band stay 0.
+    """
+    half = np.complex64(0.5 + 0.5j)
+    f075, f066 = np.complex64(0.75), np.complex64(0.66)
+    na = amp_acc.shape[0]
+    for i in range(ne):
+        # Epoch-to-epoch band gain, in float64 then float32 (as NumPy's astype).
+        g = 1.0 + dg[0] * masks[0, i]
+        g = g + dg[1] * masks[1, i]
+        g = np.float32(g + dg[2] * masks[2, i])
+        z1 = z[i] - half
+        spec[0, i] = np.complex64(amp_c4[i] * g) * z1
+        zf = z1
+        if i < n2:
+            zf = zf * f075 + f066 * (z[ne + i] - half)
+        spec[1, i] = np.complex64(amp_fz[i] * g) * zf
+    for i in range(ne, nb):
+        spec[0, i] = 0
+        spec[1, i] = 0
+    o3 = ne + n2
+    for i in range(nb):
+        spec[2, i] = np.complex64(amp_emg[i] * emg_rms) * (z[o3 + i] - half)
+    o4 = o3 + nb
+    for i in range(na):
+        spec[3, i] = np.complex64(amp_acc[i]) * (z[o4 + i] - half)
+    for i in range(na, nb):
+        spec[3, i] = 0
+
+
+@numba.njit(cache=True)
+def _noise_rows(
+    x: np.ndarray, ecg_gain: np.float32, win_up: np.ndarray, win_down: np.ndarray
+) -> np.ndarray:  # pragma: no cover
+    """The six channels' noise (6, n) from the four inverse FFTs ``x``, cross-fade applied.
+
+    Fpz also feeds E1 (x 0.6) and the chin (x 0.03, EEG crosstalk, on top of the EMG); the
+    ECG picks up the EMG (x ``ecg_gain``); the window is 1 between the edges.
+    """
+    n = x.shape[1]
+    m2 = win_up.shape[0]
+    out = np.empty((6, n), np.float32)
+    f06, f003 = np.float32(0.6), np.float32(0.03)
+    for i in range(n):
+        x1, x2 = x[1, i], x[2, i]
+        out[_C4, i] = x[0, i]
+        out[_FPZ, i] = x1
+        out[_E1, i] = x1 * f06
+        out[_CHIN, i] = x1 * f003 + x2
+        out[_ECG, i] = x2 * ecg_gain
+        out[_ACC, i] = x[3, i]
+    for r in range(6):
+        for i in range(m2):
+            out[r, i] *= win_up[i]
+            out[r, n - m2 + i] *= win_down[i]
+    return out
+
+
+@numba.njit(cache=True)
+def _add_wave(
+    ev: np.ndarray,
+    gains: np.ndarray,
+    i0: int,
+    a: float,
+    w: np.ndarray,
+    a2: float,
+    w2: np.ndarray,
+) -> None:  # pragma: no cover
+    """``ev[:3, i0:] += gains * (a * w + a2 * w2)`` (float64 sums into the float32 rows),
+    clipped to the buffer; ``w2`` may be empty (no second term).
+
+    NumPy's order: the waveform first (``a * w``, plus ``a2 * w2``), then its gain per row.
+    """
+    j0 = 0
+    if i0 < 0:
+        j0, i0 = -i0, 0
+    nn = min(w.shape[0] - j0, ev.shape[1] - i0)
+    two = w2.shape[0] > 0
+    for i in range(max(nn, 0)):
+        x = a * w[j0 + i]
+        if two:
+            x = x + a2 * w2[j0 + i]
+        for r in range(3):
+            ev[r, i0 + i] = np.float64(ev[r, i0 + i]) + gains[r, 0] * x
+
+
+@numba.njit(cache=True)
+def _so_knots(
+    periods: np.ndarray,
+    brk: np.ndarray,
+    gaps: np.ndarray,
+    amps: np.ndarray,
+    jitter: np.ndarray,
+    tile_s: float,
+    base: float,
+) -> tuple:  # pragma: no cover
+    """Knots of the slow-oscillation cycles that end within the tile (see
+    :meth:`VirtualSleeper._so_trains`); ``keep = 0`` when none.
+
+    Returns ``(keep, knot_t, knot_phase, knot_amp, peak_t, cycle_amp, train_spans)``.
+    """
+    n = periods.shape[0]
+    starts = np.empty(n)
+    ends = np.empty(n)
+    acc = 0.0
+    for i in range(n):  # np.cumsum(gaps + periods) - periods: a sequential sum
+        acc += gaps[i] + periods[i]
+        starts[i] = acc - periods[i]
+        ends[i] = starts[i] + periods[i]
+    keep = np.searchsorted(ends, tile_s, side="right")
+    # A train shares one amplitude level; each cycle is jittered around it.
+    cyc_amp = np.empty(keep)
+    last = np.empty(keep, np.bool_)
+    lvl = 0
+    for i in range(keep):
+        if brk[i]:
+            lvl = i
+        cyc_amp[i] = amps[lvl] * jitter[i]
+        last[i] = brk[i + 1] if i + 1 < keep else True
+    n_knots = 4 * keep + np.sum(last)
+    kt = np.empty(n_knots)
+    kph = np.empty(n_knots)
+    ka = np.empty(n_knots)
+    peaks = np.empty(keep)
+    n_tr = np.sum(last)
+    spans = np.empty((n_tr, 2))
+    half_pi, two_pi = np.pi / 2, 2 * np.pi
+    j = 0
+    a_tr = 0
+    b_tr = 0
+    for i in range(keep):
+        for c in range(5 if last[i] else 4):
+            q = 0.25 * c  # exact: 0, 0.25, 0.5, 0.75, 1
+            kt[j] = (starts[i] + periods[i] * q) + base
+            kph[j] = half_pi + two_pi * (np.float64(i) + q)
+            ka[j] = 0.0 if (c == 0 and brk[i]) or c == 4 else cyc_amp[i]
+            j += 1
+        peaks[i] = (starts[i] + 0.75 * periods[i]) + base
+        if brk[i]:
+            spans[a_tr, 0] = starts[i] + base
+            a_tr += 1
+        if last[i]:
+            spans[b_tr, 1] = ends[i] + base
+            b_tr += 1
+    return keep, kt, kph, ka, peaks, cyc_amp, spans
+
+
+@numba.njit(cache=True)
+def _add_so(
+    ev: np.ndarray,
+    t_tile: np.ndarray,
+    i0: int,
+    i1: int,
+    base: float,
+    kt: np.ndarray,
+    ka: np.ndarray,
+    kph: np.ndarray,
+    to_idx: float,
+    lut: np.ndarray,
+    gains: np.ndarray,
+) -> None:  # pragma: no cover
+    """Add the SO cycles over samples ``[i0, i1)`` of the tile to ``ev[:3]``.
+
+    At ``tt = t_tile + base``: amplitude ``np.interp(tt, kt, ka, left=0.0, right=0.0)``,
+    phase ``np.interp(tt, kt, kph)``, wave by table look-up of the phase (``int32``
+    truncation, wrapped index), times the row gains, float64 sums into the float32 rows.
+    The two interpolations are NumPy's, step for step (its slopes are ``dy * (1 / dx)``
+    when there are no more knots than points, else ``dy / dx``), sharing one forward walk
+    over the sorted knots.
+    """
+    n_k, n_lut = kt.shape[0], lut.shape[0]
+    pre = n_k <= i1 - i0
+    sa = np.empty(max(n_k - 1, 0))
+    sp = np.empty(max(n_k - 1, 0))
+    for j in range(n_k - 1):
+        dx = kt[j + 1] - kt[j]
+        if pre:
+            inv = 1.0 / dx
+            sa[j], sp[j] = (ka[j + 1] - ka[j]) * inv, (kph[j + 1] - kph[j]) * inv
+        else:
+            sa[j], sp[j] = (ka[j + 1] - ka[j]) / dx, (kph[j + 1] - kph[j]) / dx
+    j = 0  # the last knot at or before tt (tt rises, so the walk only moves forward)
+    for i in range(i0, i1):
+        x = t_tile[i] + base
+        if x > kt[n_k - 1]:
+            a, ph = 0.0, kph[n_k - 1]
+        elif x < kt[0]:
+            a, ph = 0.0, kph[0]
+        else:
+            while j + 1 < n_k and kt[j + 1] <= x:
+                j += 1
+            if j == n_k - 1 or kt[j] == x:
+                a, ph = ka[j], kph[j]
+            else:
+                a = sa[j] * (x - kt[j]) + ka[j]
+                if np.isnan(a):  # NumPy's fallback (never with distinct knots)
+                    a = sa[j] * (x - kt[j + 1]) + ka[j + 1]
+                    if np.isnan(a) and ka[j] == ka[j + 1]:
+                        a = ka[j]
+                ph = sp[j] * (x - kt[j]) + kph[j]
+                if np.isnan(ph):
+                    ph = sp[j] * (x - kt[j + 1]) + kph[j + 1]
+                    if np.isnan(ph) and kph[j] == kph[j + 1]:
+                        ph = kph[j]
+        w = a * lut[np.int32(ph * to_idx) % n_lut]  # take(mode="wrap")
+        for r in range(3):
+            ev[r, i] = np.float64(ev[r, i]) + gains[r, 0] * w
+
+
+@numba.njit(cache=True)
+def _ecg_kernel(
+    basis: np.ndarray,
+    rate: np.ndarray,
+    sin1: np.ndarray,
+    int1: np.ndarray,
+    sin2: np.ndarray,
+    int2: np.ndarray,
+    nm_hr: np.ndarray,
+    nm_beats: np.ndarray,
+    frac: float,
+    sfreq: float,
+    table: np.ndarray,
+    wander: np.ndarray,
+    wander_gain: np.ndarray,
+) -> np.ndarray:  # pragma: no cover
+    """ECG (mV) of a tile by table look-up of the time since the last beat.
+
+    Heart rate (beats/s) and beats since the tile start are built in float32 from the
+    piecewise-linear ``basis`` (rows: 3 rate bases, 3 integrals) with the weights ``rate``
+    (float32: edge, centre, edge), plus two sinusoids (``sin1`` and its integral ``int1``,
+    ``sin2`` and ``int2``) with the weights ``rate[3:5]`` (skipped when 0). A
+    nightmare's excess (``nm_hr``, ``nm_beats``; empty when none) turns both into float64,
+    as NumPy's ``float32 + float64`` does; ``frac`` (the beat phase at the tile start) and
+    ``sfreq`` then count in float64 too, else in float32. ``wander`` (sine, cosine rows)
+    times ``wander_gain`` (float32) is the baseline wander.
+    """
+    t = basis.shape[1]
+    hr = np.empty(t, np.float32)
+    beats = np.empty(t, np.float32)
+    for i in range(t):  # a loop of its own, so that it vectorises
+        h = rate[0] * basis[0, i] + rate[1] * basis[1, i]
+        h = h + rate[2] * basis[2, i]
+        b = rate[0] * basis[3, i] + rate[1] * basis[4, i]
+        b = b + rate[2] * basis[5, i]
+        if rate[3] != 0:
+            h = h + rate[3] * sin1[i]
+            b = b + rate[3] * int1[i]
+        if rate[4] != 0:
+            h = h + rate[4] * sin2[i]
+            b = b + rate[4] * int2[i]
+        hr[i] = h
+        beats[i] = b
+    idx = np.empty(t, np.int32)
+    if nm_hr.shape[0] > 0:
+        for i in range(t):
+            bd = (np.float64(beats[i]) + nm_beats[i]) + frac
+            s = bd - np.floor(bd)
+            s = s / (np.float64(hr[i]) + nm_hr[i])
+            idx[i] = np.int32(s * sfreq)
+    else:
+        frac32, sf32 = np.float32(frac), np.float32(sfreq)
+        for i in range(t):
+            b = beats[i] + frac32
+            s32 = b - np.floor(b)
+            s32 = s32 / hr[i]
+            idx[i] = np.int32(s32 * sf32)
+    out = np.empty(t, np.float32)
+    last = table.shape[0] - 1
+    g0, g1 = wander_gain[0], wander_gain[1]
+    for i in range(t):
+        j = min(max(idx[i], 0), last)  # astype(int32), then take(mode="clip")
+        e = table[j] + wander[0, i] * g0
+        out[i] = e + wander[1, i] * g1
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -620,6 +973,7 @@ class VirtualSleeper:
         self._m_delta = np.exp(-0.5 * (fe / 2.0) ** 2)
         self._m_alpha = np.exp(-0.5 * ((fe - self.person.alpha_hz) / 1.8) ** 2)
         self._m_beta = np.clip((fe - 14.0) / 6.0, 0.0, 1.0)
+        self._band_masks = np.stack([self._m_delta, self._m_alpha, self._m_beta])
         # Power-complementary cross-fade (sin^2 + cos^2 = 1 for independent noise).
         ramp = np.sin(0.5 * np.pi * (np.arange(2 * self._m) + 0.5) / (2 * self._m))
         win = np.ones(n)
@@ -651,10 +1005,12 @@ class VirtualSleeper:
             ]
         ).astype(np.float32)  # beats within a tile stay < 100: float32 is exact enough
         self._sin_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._sin_none = (np.zeros(t, np.float32), np.zeros(t, np.float32))  # amplitude 0
         wr = 2 * np.pi * self.person.resp_hz * tt
-        self._wander_s = (0.05 * np.sin(wr)).astype(np.float32)
-        self._wander_c = (0.05 * np.cos(wr)).astype(np.float32)
+        self._wander = np.stack([0.05 * np.sin(wr), 0.05 * np.cos(wr)]).astype(np.float32)
         self._ev_len = t + self._spill
+        self._no_wave = np.zeros(0)  # "no second waveform" for _add
+        self._evoked_cache: tuple[list, list, np.ndarray, np.ndarray] | None = None
 
     # ---------------------------------------------------------------- planning O(epochs)
     def _plan(self) -> None:
@@ -1078,17 +1434,18 @@ class VirtualSleeper:
             return cached
         t, m = self.tile_len, self._m
         noise, ev, _ = self._raw(k)
-        out = np.add(noise[:, m : m + t], ev[:, :t], dtype=np.float64)  # float64 from here on
+        prev_noise, prev_ev, n_prev = noise, ev, 0
         if k > 0:
             prev_noise, prev_ev, _ = self._raw(k - 1)
-            out[:, :m] += prev_noise[:, t + m :]
-            out[:, : self._spill] += prev_ev[:, t:]
+            n_prev = m
+        next_noise, n_next = noise, 0
         if k + 1 < self.n_epochs:
-            out[:, t - m :] += self._raw(k + 1)[0][:, :m]
-        ecg = self._ecg_tile(k)
-        out[_ECG] += ecg
-        out[_CHIN] += 4.0 * ecg  # cardiac field on the chin electrodes (uV per mV)
-        out *= _TO_OUT
+            next_noise, n_next = self._raw(k + 1)[0], m
+        out = np.empty((6, t))
+        _combine_tile(
+            out, noise, ev, m, prev_noise, prev_ev, n_prev, next_noise, n_next,
+            self._ecg_tile(k), _TO_OUT,
+        )  # fmt: skip
         self._tile_cache[k] = out
         while len(self._tile_cache) > 3:
             self._tile_cache.popitem(last=False)
@@ -1111,52 +1468,36 @@ class VirtualSleeper:
 
     def _tile_noise(self, rng: np.random.Generator, stage: str, k: int) -> np.ndarray:
         """Background noise of every channel for tile ``k`` (cross-fade window applied)."""
-        n, ne, na, m2 = self._n, self._nb_eeg, self._nb_acc, 2 * self._m
+        n, ne, na = self._n, self._nb_eeg, self._nb_acc
         nb = n // 2 + 1
         # Random spectra: real and imaginary parts uniform on [-0.5, 0.5) (variance 1/12, the
         # factor folded into the amplitude arrays). Each sample of the irfft sums thousands
         # of independent bins, so it is Gaussian by the central limit theorem, and uniform
-        # draws cost a quarter of normal ones. float32 is ample for noise.
+        # draws cost a quarter of normal ones. float32 is ample for noise. Above 40 Hz
+        # (amplifier floor, muscle) Fpz simply follows C4's random phases: it shares most of
+        # its signal with C4 (coherence ~0.7-0.8 across sleep EEG bands).
         n2 = self._nb_fpz
         z = rng.random(2 * (ne + n2 + nb + na), dtype=np.float32).view(np.complex64)
-        z -= np.complex64(0.5 + 0.5j)
-        z1, z2 = z[:ne], z[ne : ne + n2]
-        z3, z4 = z[ne + n2 : ne + n2 + nb], z[ne + n2 + nb :]
-        # Epoch-to-epoch variability: depth of delta, eyes open/closed alpha, beta.
-        gv = rng.lognormal(0.0, [0.15, 0.2, 0.15])
+        # Epoch-to-epoch variability: depth of delta, eyes open/closed alpha, beta. Drawn as
+        # rng.lognormal(0.0, [0.15, 0.2, 0.15]) does (exp of the scaled normal draws, the
+        # same libm exp), without its broadcasting overhead.
+        zn = rng.standard_normal(3)
+        gv = [math.exp(0.15 * zn[0]), math.exp(0.2 * zn[1]), math.exp(0.15 * zn[2])]
         if stage == "W" and rng.random() < 0.3:
             gv[1] *= 0.45  # eyes open: alpha blocks, more beta
             gv[2] *= 1.3
-        g = 1.0 + (gv[0] - 1.0) * self._m_delta + (gv[1] - 1.0) * self._m_alpha
-        g += (gv[2] - 1.0) * self._m_beta
-        g = g.astype(np.float32)
-        spec = np.zeros((4, nb), np.complex64)
-        np.multiply(self._amp_c4[stage] * g, z1, out=spec[0, :ne])
-        # Fpz shares most of its signal with C4 (coherence ~0.7-0.8 across sleep EEG bands).
-        # Above 40 Hz (amplifier floor, muscle) Fpz simply follows C4's random phases.
-        zf = z1.copy()
-        zf[:n2] *= np.float32(0.75)
-        zf[:n2] += np.float32(0.66) * z2
-        np.multiply(self._amp_fz[stage] * g, zf, out=spec[1, :ne])
+        dg = np.array(gv) - 1.0
         # A nightmare's extra chin tone is an overlay (_nightmare_overlay): it can end early.
         emg_rms = _EMG_RMS[stage] * self.person.emg_scale * float(rng.lognormal(0.0, 0.2))
-        np.multiply(self._amp_emg * np.float32(emg_rms), z3, out=spec[2])
-        np.multiply(self._amp_acc, z4, out=spec[3, :na])
+        spec = np.empty((4, nb), np.complex64)  # every bin is written
+        _noise_spectrum(
+            z, ne, n2, nb, self._amp_c4[stage], self._amp_fz[stage], self._band_masks, dg,
+            self._amp_emg, np.float32(emg_rms), self._amp_acc, spec,
+        )  # fmt: skip
         x = _irfft(spec, n=n, axis=1)
-        out = np.empty((6, n), np.float32)
-        out[_C4] = x[0]
-        out[_FPZ] = x[1]
-        # The mastoid-referenced EOG sees frontal EEG (hence big slow waves on it in N3).
-        np.multiply(x[1], np.float32(0.6), out=out[_E1])
-        np.multiply(x[1], np.float32(0.03), out=out[_CHIN])  # EEG crosstalk on the chin
-        out[_CHIN] += x[2]
-        # ECG electrodes pick up a little chest-muscle noise (mV).
-        np.multiply(x[2], np.float32(0.02 / max(emg_rms, 1e-9)), out=out[_ECG])
-        out[_ACC] = x[3]
-        # The cross-fade window is 1 in the middle: only the edges need multiplying.
-        out[:, :m2] *= self._win_up
-        out[:, -m2:] *= self._win_down
-        return out
+        # ECG electrodes pick up a little chest-muscle noise (mV). The mastoid-referenced
+        # EOG sees frontal EEG (hence big slow waves on it in N3).
+        return _noise_rows(x, np.float32(0.02 / max(emg_rms, 1e-9)), self._win_up, self._win_down)
 
     def _ecg_tile(self, k: int) -> np.ndarray:
         """ECG (mV) of tile ``k`` from the continuous heart phase.
@@ -1165,35 +1506,25 @@ class VirtualSleeper:
         number of cycles per epoch, so the beat count integrates exactly and carries on
         across tiles; the waveform is looked up by time since the last beat.
         """
-        e0, e1, c = float(self._hr_edge[k]), float(self._hr_edge[k + 1]), float(self._hr[k])
-        b = self._ecg_basis
-        hr = e0 * b[0] + c * b[1] + e1 * b[2]
-        beats = e0 * b[3] + c * b[4] + e1 * b[5]
-        for cyc, amp in (
-            (self._resp_cycles[k], self._rsa[k]),
-            (self._slow_cycles[k], self._slow_amp[k]),
-        ):
-            if amp:
-                sn, ic = self._sinus(int(cyc))
-                hr += float(amp) * sn
-                beats += float(amp) * ic
+        # The weights go in as float32, as NumPy casts a Python float against float32 arrays.
+        a1, a2 = float(self._rsa[k]), float(self._slow_amp[k])
+        rate = np.array([self._hr_edge[k], self._hr[k], self._hr_edge[k + 1], a1, a2], np.float32)
+        s1, i1 = self._sinus(int(self._resp_cycles[k])) if a1 else self._sin_none
+        s2, i2 = self._sinus(int(self._slow_cycles[k])) if a2 else self._sin_none
         b0 = float(self._beat0[k])
+        nm_hr = nm_beats = self._no_wave
         if self._nightmares:
             t0 = k * EPOCH_S
-            nm_hr, nm_beats = self._nm_hr(self._t_tile + t0, t0, t0 + EPOCH_S)
-            if nm_hr.any():
-                hr = hr + nm_hr
-                beats = beats + nm_beats
+            hr, beats = self._nm_hr(self._t_tile + t0, t0, t0 + EPOCH_S)
+            if hr.any():
+                nm_hr, nm_beats = hr, beats
             b0 += self._nm_beats_before(t0)
-        beats += b0 - math.floor(b0)
-        since = beats - np.floor(beats)
-        since /= hr  # seconds since the last P-wave onset
-        since *= self.sfreq
-        ecg = np.take(self._ecg, since.astype(np.int32), mode="clip")
         ph = 2 * np.pi * self.person.resp_hz * k * EPOCH_S
-        ecg += self._wander_s * math.cos(ph)
-        ecg += self._wander_c * math.sin(ph)
-        return ecg
+        return _ecg_kernel(
+            self._ecg_basis, rate, s1, i1, s2, i2, nm_hr, nm_beats,
+            b0 - math.floor(b0), self.sfreq, self._ecg, self._wander,
+            np.array([math.cos(ph), math.sin(ph)], np.float32),
+        )  # fmt: skip
 
     def _sinus(self, cycles: int) -> tuple[np.ndarray, np.ndarray]:
         """sin(w t) and its integral over the tile for ``cycles`` cycles per epoch (cached)."""
@@ -1221,38 +1552,38 @@ class VirtualSleeper:
         if stage == "W":
             # Blinks: large on Fpz (the cornea moves up under the lid), smaller on E1.
             for t0 in rng.uniform(0, dur_s, rng.poisson(4)):
-                add(ev, _BLINK_ROWS, t0, rng.uniform(80.0, 220.0) * tpl["blink"])
+                add(ev, _BLINK_ROWS, t0, tpl["blink"], _uniform(rng, 80.0, 220.0))
             for t0 in rng.uniform(0, dur_s - 1, rng.poisson(2)):
                 self._eye_moves(
-                    ev, rng, t0, int(rng.integers(1, 4)), rng.uniform(40, 150), "sacc", (0.3, 2.0)
+                    ev, rng, t0, int(rng.integers(1, 4)), _uniform(rng, 40, 150), "sacc", (0.3, 2.0)
                 )
             for t0 in rng.uniform(0, dur_s - 2, rng.poisson(1.0)):
-                self._movement(ev, rng, t0, float(rng.uniform(0.5, 3.0)))
+                self._movement(ev, rng, t0, float(_uniform(rng, 0.5, 3.0)))
         elif stage == "N1":
             for t0 in rng.uniform(0, dur_s, rng.poisson(1.5)):
-                add(ev, _VERTEX_ROWS, t0, rng.uniform(40.0, 90.0) * p.eeg_scale * tpl["vertex"])
+                add(ev, _VERTEX_ROWS, t0, tpl["vertex"], _uniform(rng, 40.0, 90.0) * p.eeg_scale)
             if rng.random() < 0.7:
-                self._slow_eye(ev, rng, float(rng.uniform(0, dur_s - 8)))
+                self._slow_eye(ev, rng, float(_uniform(rng, 0, dur_s - 8)))
         elif stage == "N2":
             for t0 in rng.uniform(0, dur_s, rng.poisson(p.spindle_rate / 2)):
                 self._spindle(
                     ev,
                     rng,
                     t0,
-                    rng.uniform(10.0, 22.0) * p.eeg_scale,
-                    rng.uniform(0.5, 2.0),
-                    rng.uniform(-0.8, 0.8),
+                    _uniform(rng, 10.0, 22.0) * p.eeg_scale,
+                    _uniform(rng, 0.5, 2.0),
+                    _uniform(rng, -0.8, 0.8),
                 )
             for t0 in rng.uniform(0, dur_s - 1, rng.poisson(0.6)):
-                add(ev, _KC_ROWS, t0, rng.uniform(70.0, 150.0) * p.eeg_scale * tpl["kc"])
+                add(ev, _KC_ROWS, t0, tpl["kc"], _uniform(rng, 70.0, 150.0) * p.eeg_scale)
                 if rng.random() < 0.5:
                     # K-complexes are often followed by a spindle (AASM).
                     self._spindle(
                         ev,
                         rng,
                         t0 + 0.6,
-                        rng.uniform(10.0, 18.0) * p.eeg_scale,
-                        rng.uniform(0.6, 1.2),
+                        _uniform(rng, 10.0, 18.0) * p.eeg_scale,
+                        _uniform(rng, 0.6, 1.2),
                         0.0,
                     )
             trains = self._so_trains(rng, k, density="sparse")
@@ -1265,15 +1596,15 @@ class VirtualSleeper:
                     ev,
                     rng,
                     pk - k * EPOCH_S - 0.35,
-                    rng.uniform(7.0, 14.0) * p.eeg_scale,
-                    rng.uniform(0.6, 1.2),
+                    _uniform(rng, 7.0, 14.0) * p.eeg_scale,
+                    _uniform(rng, 0.6, 1.2),
                     -0.5,
                 )
         elif stage == "R":
             phasic = rng.random() < 0.75
             for t0 in rng.uniform(0, dur_s - 2, rng.poisson(3.0 if phasic else 0.5)):
                 self._eye_moves(
-                    ev, rng, t0, int(rng.integers(1, 6)), rng.uniform(60, 220), "rem", (0.15, 0.7)
+                    ev, rng, t0, int(rng.integers(1, 6)), _uniform(rng, 60, 220), "rem", (0.15, 0.7)
                 )
             for t0 in rng.uniform(0, dur_s - 4, rng.poisson(1.0)):
                 self._sawtooth(ev, rng, float(t0))
@@ -1284,14 +1615,19 @@ class VirtualSleeper:
             self._draw_trains(ev, trains, k)
         return ev, trains
 
-    def _add(self, ev: np.ndarray, gains: np.ndarray, t0: float, w: np.ndarray) -> None:
-        """Add waveform ``w`` at ``t0`` s into rows C4, Fpz, E1 with a gain column each."""
-        i0 = round(t0 * self.sfreq)
-        if i0 < 0:
-            w, i0 = w[-i0:], 0
-        nn = min(len(w), self._ev_len - i0)
-        if nn > 0:
-            ev[:3, i0 : i0 + nn] += gains * w[:nn]
+    def _add(
+        self,
+        ev: np.ndarray,
+        gains: np.ndarray,
+        t0: float,
+        w: np.ndarray,
+        a: float = 1.0,
+        w2: np.ndarray | None = None,
+        a2: float = 0.0,
+    ) -> None:
+        """Add waveform ``a * w`` (``+ a2 * w2``) at ``t0`` s into rows C4, Fpz, E1 with a
+        gain column each."""
+        _add_wave(ev, gains, round(t0 * self.sfreq), a, w, a2, self._no_wave if w2 is None else w2)
 
     def _spindle(
         self,
@@ -1316,9 +1652,8 @@ class VirtualSleeper:
             arg = 2 * np.pi * (f * tt - 0.3 * tt**2)
             bank = (env * np.sin(arg), env * np.cos(arg))
             self._spindle_bank[key] = bank
-        ph = rng.uniform(0, 2 * np.pi)
-        w = (amp * math.cos(ph)) * bank[0] + (amp * math.sin(ph)) * bank[1]
-        self._add(ev, _SPINDLE_ROWS, t0, w)
+        ph = _uniform(rng, 0, 2 * np.pi)
+        self._add(ev, _SPINDLE_ROWS, t0, bank[0], amp * math.cos(ph), bank[1], amp * math.sin(ph))
 
     def _eye_moves(
         self,
@@ -1337,11 +1672,12 @@ class VirtualSleeper:
         """
         sf = self.sfreq
         rise, fall = self._tpl[kind + "_rise"], self._tpl[kind + "_fall"]
-        nr, nf = len(rise), len(fall)
-        signs = rng.choice([-1.0, 1.0], n_mv)
+        # rng.choice([-1.0, 1.0], n_mv) without its overhead: it draws integers(0, 2, n_mv).
+        signs = _SIGNS[rng.integers(0, 2, n_mv)]
         amps = amp * rng.uniform(0.4, 1.0, n_mv) * signs
         holds = np.round(rng.uniform(*hold, n_mv) * sf).astype(int)
         pauses = np.round(rng.uniform(0.05, 0.6, n_mv) * sf).astype(int)
+        nr, nf = len(rise), len(fall)
         # The whole burst as one waveform (movements separated by pauses at rest).
         w = np.zeros(int(np.sum(nr + holds + nf + pauses)))
         i = 0
@@ -1374,37 +1710,21 @@ class VirtualSleeper:
             brk = rng.random(n_max) < 0.15
             gaps = np.where(brk, rng.exponential(0.8, n_max), 0.0)
             amps = p.so_amp * p.eeg_scale * rng.uniform(0.75, 1.25, n_max)
-            first = float(rng.uniform(0.0, 0.6))
+            first = float(_uniform(rng, 0.0, 0.6))
         else:
             brk = rng.random(n_max) < 0.6
             gaps = np.where(brk, rng.exponential(20.0, n_max), 0.0)
             amps = p.so_amp * p.eeg_scale * rng.uniform(0.4, 0.7, n_max)
-            first = float(rng.uniform(0.0, 15.0))
+            first = float(_uniform(rng, 0.0, 15.0))
         jitter = rng.uniform(0.85, 1.15, n_max)
         brk[0] = True
         gaps[0] = first
-        starts = np.cumsum(gaps + periods) - periods
-        ends = starts + periods
-        keep = int(np.searchsorted(ends, EPOCH_S, side="right"))
+        keep, kt, kph, ka, peaks, amps, spans = _so_knots(
+            periods, brk, gaps, amps, jitter, EPOCH_S, k * EPOCH_S
+        )
         if keep == 0:
             return ()
-        starts, periods, brk = starts[:keep], periods[:keep], brk[:keep]
-        # A train shares one amplitude level; each cycle is jittered around it.
-        level = amps[np.maximum.accumulate(np.where(brk, np.arange(keep), 0))]
-        amps = level * jitter[:keep]
-        last = np.append(brk[1:], True)
-        q = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
-        kt = starts[:, None] + periods[:, None] * q
-        kph = np.pi / 2 + 2 * np.pi * (np.arange(keep)[:, None] + q)
-        ka = np.repeat(amps[:, None], 5, axis=1)
-        ka[brk, 0] = 0.0
-        ka[:, 4] = 0.0
-        sel = np.ones((keep, 5), bool)
-        sel[:, 4] = last
-        base = k * EPOCH_S
-        peaks = starts + 0.75 * periods + base
-        spans = np.stack([starts[brk], (starts + periods)[last]], axis=1) + base
-        return (kt[sel] + base, kph[sel], ka[sel], peaks, amps, spans)
+        return (kt, kph, ka, peaks, amps, spans)
 
     def _draw_trains(self, ev: np.ndarray, trains: tuple, k: int) -> None:
         """Render SO cycles into the event buffer (C4, Fpz with frontal predominance, E1)."""
@@ -1418,12 +1738,8 @@ class VirtualSleeper:
         for ts, te in ranges:
             i0 = max(int((ts - base) * sf), 0)
             i1 = min(int((te - base) * sf) + 2, self.tile_len)
-            tt = self._t_tile[i0:i1] + base
-            amp = np.interp(tt, kt, ka, left=0.0, right=0.0)
             # Wave shape by table look-up of the phase (much cheaper than cos per sample).
-            idx = (np.interp(tt, kt, kph) * to_idx).astype(np.int32)
-            w = amp * np.take(lut, idx, mode="wrap")
-            ev[:3, i0:i1] += _SO_ROWS * w
+            _add_so(ev, self._t_tile, i0, i1, base, kt, ka, kph, to_idx, lut, _SO_ROWS)
 
     def _so_state(self, sample: int) -> tuple[float, float]:
         """(amplitude, phase) of the SO at ``sample``, phase 0 = peak, +-pi = trough."""
@@ -1442,14 +1758,14 @@ class VirtualSleeper:
     def _slow_eye(self, ev: np.ndarray, rng: np.random.Generator, t0: float) -> None:
         """Slow rolling eye movements of drowsiness (0.3-0.6 Hz, several seconds)."""
         sf = self.sfreq
-        d = float(rng.uniform(4.0, 8.0))
+        d = float(_uniform(rng, 4.0, 8.0))
         i0 = round(t0 * sf)
         nn = min(round(d * sf), self._ev_len - i0)
         tt = np.arange(nn) / sf
         w = (
-            rng.uniform(50, 120)
+            _uniform(rng, 50, 120)
             * np.sin(np.pi * tt / d)
-            * np.sin(2 * np.pi * rng.uniform(0.3, 0.6) * tt + rng.uniform(0, 6.3))
+            * np.sin(2 * np.pi * _uniform(rng, 0.3, 0.6) * tt + _uniform(rng, 0, 6.3))
         )
         ev[_E1, i0 : i0 + nn] += w
         ev[_FPZ, i0 : i0 + nn] += 0.2 * w
@@ -1457,14 +1773,14 @@ class VirtualSleeper:
     def _sawtooth(self, ev: np.ndarray, rng: np.random.Generator, t0: float) -> None:
         """A burst of REM sawtooth waves: 2-5 Hz triangles, slow rise then sharp fall."""
         sf = self.sfreq
-        d = float(rng.uniform(1.0, 3.5))
-        f = float(rng.uniform(2.0, 5.0))
+        d = float(_uniform(rng, 1.0, 3.5))
+        f = float(_uniform(rng, 2.0, 5.0))
         i0 = round(t0 * sf)
         nn = min(round(d * sf), self._ev_len - i0)
         tt = np.arange(nn) / sf
         ph = (f * tt) % 1.0
         tri = np.where(ph < 0.75, ph / 0.75, (1.0 - ph) / 0.25) * 2.0 - 1.0
-        w = rng.uniform(15.0, 35.0) * self.person.eeg_scale * np.sin(np.pi * tt / d) * tri
+        w = _uniform(rng, 15.0, 35.0) * self.person.eeg_scale * np.sin(np.pi * tt / d) * tri
         ev[_C4, i0 : i0 + nn] += w
         ev[_FPZ, i0 : i0 + nn] += 0.6 * w
         ev[_E1, i0 : i0 + nn] += 0.35 * w
@@ -1472,11 +1788,11 @@ class VirtualSleeper:
     def _twitch(self, ev: np.ndarray, rng: np.random.Generator, t0: float) -> None:
         """Phasic chin EMG twitch (50-250 ms burst) on the atonic background."""
         sf = self.sfreq
-        d = float(rng.uniform(0.05, 0.25))
+        d = float(_uniform(rng, 0.05, 0.25))
         i0 = round(t0 * sf)
         nn = min(round(d * sf), self._ev_len - i0)
         w = rng.standard_normal(nn) * np.sin(np.pi * np.arange(nn) / max(nn, 1))
-        ev[_CHIN, i0 : i0 + nn] += rng.uniform(8.0, 30.0) * self.person.emg_scale * w
+        ev[_CHIN, i0 : i0 + nn] += _uniform(rng, 8.0, 30.0) * self.person.emg_scale * w
 
     def _movement(self, ev: np.ndarray, rng: np.random.Generator, t0: float, d: float) -> None:
         """Body movement in wake: accelerometer swing, EMG burst, small EEG sway."""
@@ -1486,7 +1802,9 @@ class VirtualSleeper:
         if nn < 8:
             return
         env = np.sin(np.pi * np.arange(nn) / nn)
-        ev[_ACC, i0 : i0 + nn] += _narrowband(rng, nn, sf, 2.0, 1.5) * env * rng.uniform(0.02, 0.15)
+        ev[_ACC, i0 : i0 + nn] += (
+            _narrowband(rng, nn, sf, 2.0, 1.5) * env * _uniform(rng, 0.02, 0.15)
+        )
         ev[_CHIN, i0 : i0 + nn] += rng.standard_normal(nn) * env * 20.0 * self.person.emg_scale
 
     # ---------------------------------------------------------------- stimuli
@@ -1822,6 +2140,21 @@ class VirtualSleeper:
         if t0 < nm["end"]:
             new_ev.append(self._end_nightmare(nm, t0, "awakening"))
 
+    def _evoked_shapes(self, n: int) -> tuple[list, list, np.ndarray, np.ndarray]:
+        """Unit Gaussians of the evoked response over ``n`` samples (cached: every stimulus
+        needs the same ones): the troughs and peaks of the first wave and of the up to 3
+        extra cycles, the spindle envelope and the spindle's phase ramp (no random phase)."""
+        if self._evoked_cache is None or len(self._evoked_cache[2]) != n:
+            tt = np.arange(n) / self.sfreq
+            down = [np.exp(-0.5 * ((tt - 0.5) / 0.13) ** 2)]
+            up = [np.exp(-0.5 * ((tt - 1.0) / 0.17) ** 2)]
+            for i in range(3):
+                down.append(np.exp(-0.5 * ((tt - 1.5 - i) / 0.14) ** 2))
+                up.append(np.exp(-0.5 * ((tt - 2.0 - i) / 0.17) ** 2))
+            sp_env = np.exp(-0.5 * ((tt - 1.05) / 0.3) ** 2)
+            self._evoked_cache = (down, up, sp_env, 2 * np.pi * self.person.spindle_hz * tt)
+        return self._evoked_cache
+
     def _evoked_overlay(self, onset: int, gain: float, rng: np.random.Generator) -> _Overlay:
         """Evoked SO + phase-locked spindle + short SO train, scaled by ``gain``."""
         sf = self.sfreq
@@ -1831,20 +2164,19 @@ class VirtualSleeper:
         amp = gain * p.so_amp * p.eeg_scale * rng.uniform(1.0, 1.4)
         n_extra = int(rng.integers(1, 4))
         sp_amp = gain * rng.uniform(12.0, 20.0) * p.eeg_scale
-        sp_f = p.spindle_hz
         sp_phase = float(rng.uniform(0, 2 * np.pi))
 
         def build() -> tuple[np.ndarray | None, np.ndarray | None]:
-            tt = np.arange(n) / sf
+            down, up, sp_env, sp_arg = self._evoked_shapes(n)
             # First wave: trough at 0.5 s, peak at 1.0 s; then n_extra 1-Hz cycles decaying.
-            w = -amp * np.exp(-0.5 * ((tt - 0.5) / 0.13) ** 2)
-            w += 0.75 * amp * np.exp(-0.5 * ((tt - 1.0) / 0.17) ** 2)
+            w = -amp * down[0]
+            w += 0.75 * amp * up[0]
             for i in range(n_extra):
                 a = amp * 0.6 ** (i + 1)
-                w += -a * np.exp(-0.5 * ((tt - 1.5 - i) / 0.14) ** 2)
-                w += 0.75 * a * np.exp(-0.5 * ((tt - 2.0 - i) / 0.17) ** 2)
-            spin = sp_amp * np.exp(-0.5 * ((tt - 1.05) / 0.3) ** 2)
-            spin *= np.sin(2 * np.pi * sp_f * tt + sp_phase)
+                w += -a * down[i + 1]
+                w += 0.75 * a * up[i + 1]
+            spin = sp_amp * sp_env
+            spin *= np.sin(sp_arg + sp_phase)
             add = np.zeros((6, n))
             add[_C4] = (w + spin) * 1e-6
             add[_FPZ] = (1.3 * w + 0.55 * spin) * 1e-6
@@ -1938,6 +2270,12 @@ def _narrowband(rng: np.random.Generator, n: int, sf: float, f0: float, bw: floa
     z = rng.standard_normal((2, len(freqs)))
     x = np.fft.irfft(a * (z[0] + 1j * z[1]), n=n)
     return x / max(float(np.sqrt(np.mean(x**2))), 1e-12)
+
+
+def _uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    """``rng.uniform(low, high)`` for one scalar, bit for bit and at a third of the cost:
+    NumPy draws ``low + (high - low) * next_double``, and ``rng.random()`` is that double."""
+    return low + (high - low) * rng.random()
 
 
 def _bandnoise(rng: np.random.Generator, n: int, sf: float, lo: float, hi: float) -> np.ndarray:
