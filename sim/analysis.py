@@ -8,8 +8,11 @@ referee and live in ``sim``, not in ``firmware``.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+
 import numpy as np
-from scipy import signal
+from scipy import fft, signal
 
 #: Stimulus-locked windows, seconds around the onset.
 EVOKED_TMIN, EVOKED_TMAX = -1.0, 3.0
@@ -22,21 +25,58 @@ def ground_truth_phase(x_uv: np.ndarray, sfreq: float) -> np.ndarray:
     return np.degrees(np.angle(analytic))
 
 
+# One lock per cached quantity: ``write_outputs`` starts these computations on a worker
+# thread while it writes the files, and the report must wait for them, not redo them.
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _cached(result, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """``result.<name>``, computed by ``compute()`` the first time (thread-safe)."""
+    value = getattr(result, name, None)
+    if value is None:
+        with _LOCKS_GUARD:
+            lock = _LOCKS.setdefault(name, threading.Lock())
+        with lock:
+            value = getattr(result, name, None)
+            if value is None:
+                value = compute()
+                setattr(result, name, value)
+    return value
+
+
+def recorded_eeg(result) -> np.ndarray | None:
+    """The night's first EEG row as recorded (float32 µV, not a copy); None without one."""
+    if result.recorded is None or "eeg" not in result.ch_roles:
+        return None
+    return result.recorded[result.ch_roles.index("eeg")]
+
+
 def recorded_phase(result) -> np.ndarray | None:
     """:func:`ground_truth_phase` of the night's first EEG row, computed once per result.
 
     The summary and the report both need it; on an 8-h night the Hilbert transform of
     7.2 million samples is seconds of work, so it is kept on the result.
     """
-    cached = getattr(result, "_ground_truth_phase", None)
-    if cached is not None:
-        return cached
-    if result.recorded is None or "eeg" not in result.ch_roles:
+    x = recorded_eeg(result)
+    if x is None:
         return None
-    x = result.recorded[result.ch_roles.index("eeg")].astype(np.float64)
-    phase = ground_truth_phase(x, result.sfreq)
-    result._ground_truth_phase = phase
-    return phase
+    return _cached(
+        result,
+        "_ground_truth_phase",
+        lambda: ground_truth_phase(x.astype(np.float64), result.sfreq),
+    )
+
+
+def recorded_sigma_envelope(result) -> np.ndarray | None:
+    """:func:`sigma_envelope` of the night's first EEG row, computed once per result.
+
+    Computed in float32, as recorded: it is only drawn (the evoked spindle).
+    """
+    x = recorded_eeg(result)
+    if x is None:
+        return None
+    return _cached(result, "_sigma_envelope", lambda: sigma_envelope(x, result.sfreq))
 
 
 def circular_mean_deg(phases_deg: np.ndarray) -> float:
@@ -87,13 +127,28 @@ def evoked(
     if not ok:
         return times, np.full(times.size, np.nan)
     idx = np.asarray(ok)[:, np.newaxis] + np.arange(lo, hi)
-    return times, np.nanmean(x[idx], axis=0)
+    # Averaged in float64 whatever the precision of x.
+    return times, np.nanmean(x[idx], axis=0, dtype=np.float64)
 
 
 def sigma_envelope(x_uv: np.ndarray, sfreq: float) -> np.ndarray:
-    """Offline spindle-band (11-16 Hz) amplitude envelope, for the evoked spindle."""
-    sos = signal.butter(4, [11.0, 16.0], "bandpass", fs=sfreq, output="sos")
-    return np.abs(signal.hilbert(signal.sosfiltfilt(sos, x_uv)))
+    """Offline spindle-band (11-16 Hz) amplitude envelope, for the evoked spindle.
+
+    The envelope is ``|x + i H(x)|`` of the band-passed signal, as with
+    ``scipy.signal.hilbert``, but the Hilbert transform ``H`` is taken with real FFTs
+    (half the size of the complex ones). It is computed in the precision of ``x_uv``:
+    float32 halves the time again on a whole night, for a curve that is only drawn.
+    """
+    dtype = np.float32 if x_uv.dtype == np.float32 else np.float64
+    sos = signal.butter(4, [11.0, 16.0], "bandpass", fs=sfreq, output="sos").astype(dtype)
+    band = signal.sosfiltfilt(sos, x_uv)
+    spectrum = fft.rfft(band)
+    # H: -90° on positive frequencies; DC (and Nyquist, for even sizes) have no quadrature.
+    spectrum *= -1j
+    spectrum[0] = 0.0
+    if band.size % 2 == 0:
+        spectrum[-1] = 0.0
+    return np.hypot(band, fft.irfft(spectrum, band.size))
 
 
 def _stage_at(hypnogram: list[str] | None, t: float, epoch_s: float = 30.0) -> str | None:

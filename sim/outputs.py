@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import logging
 import os
 import tempfile
-import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +40,13 @@ MICROVOLT_ROLES = ("eeg", "eog", "emg", "ecg")
 
 
 @contextlib.contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``final``; rename it into place on success."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}-", suffix=final.suffix, dir=final.parent)
+def atomic_path(final: Path, tmp_suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``final``; rename it into place on success.
+
+    ``tmp_suffix`` ends the temporary name (default: the suffix of ``final``).
+    """
+    suffix = final.suffix if tmp_suffix is None else tmp_suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}-", suffix=suffix, dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -115,33 +120,80 @@ def session_annotations(result: RunResult) -> list[tuple[float, float, str]]:
     return sorted(ann)
 
 
+def _recorded_raw(result: RunResult):
+    """An MNE Raw that reads the recorded float32 samples one buffer at a time, in SI units.
+
+    A RawArray needs the whole night as float64 volts: 350 MB for 8 h of six channels,
+    whose allocation and conversion cost more than writing the file. This reader converts
+    each buffer as ``raw.save`` asks for it, with the same arithmetic (float32 widened to
+    float64, times the unit scale), so the file holds the same numbers.
+    """
+    import mne
+
+    class _RecordedRaw(mne.io.BaseRaw):
+        def _read_segment_file(self, data, idx, fi, start, stop, cals, mult):
+            # The info has no projector nor compensation, so MNE never passes ``mult``.
+            assert mult is None
+            extras = self._raw_extras[fi]
+            rows = extras["recorded"][idx, start:stop]
+            np.multiply(rows, extras["scale"][idx, np.newaxis] * cals, out=data)
+
+        @functools.cached_property
+        def times(self) -> np.ndarray:
+            # MNE recomputes the times of the whole night on every access (three per
+            # save); they never change here.
+            out = np.arange(self.n_times, dtype=np.float64) / self.info["sfreq"]
+            out.flags["WRITEABLE"] = False
+            return out
+
+    types = [MNE_TYPES[r] for r in result.ch_roles]
+    info = mne.create_info(result.ch_names, result.sfreq, types, verbose="error")
+    scale = np.array([1e-6 if r in MICROVOLT_ROLES else 1.0 for r in result.ch_roles])
+    return _RecordedRaw(
+        info,
+        last_samps=[result.recorded.shape[1] - 1],
+        raw_extras=[{"recorded": result.recorded, "scale": scale}],
+        verbose="error",
+    )
+
+
 def write_session_fif(result: RunResult, path: Path) -> None:
     """Write ``session.fif``: the samples the firmware saw, with annotations."""
     import mne
 
     if result.recorded is None:
         raise ValueError("The run kept no samples (record=False): nothing to write.")
-    types = [MNE_TYPES[r] for r in result.ch_roles]
-    info = mne.create_info(result.ch_names, result.sfreq, types, verbose="error")
-    scale = np.array([1e-6 if r in MICROVOLT_ROLES else 1.0 for r in result.ch_roles])
-    data = result.recorded.astype(np.float64)
-    data *= scale[:, np.newaxis]
-    raw = mne.io.RawArray(data, info, copy="auto", verbose="error")
+    raw = _recorded_raw(result)
     ann = session_annotations(result)
     end = result.n_samples / result.sfreq
     ann = [(o, min(d, max(end - o, 0.0)), s) for o, d, s in ann if 0 <= o < end]
     if ann:
         onsets, durations, descriptions = zip(*ann, strict=True)
         raw.set_annotations(mne.Annotations(onsets, durations, descriptions))
-    with atomic_path(path) as tmp, warnings.catch_warnings():
-        # DESIGN names the file session.fif; MNE would prefer "*_raw.fif" and warns.
-        warnings.filterwarnings("ignore", message=".*does not conform to MNE naming.*")
+    # DESIGN names the file session.fif, which MNE would warn about; the temporary name
+    # follows MNE's "*_raw.fif" convention instead, so no (process-wide, not thread-safe)
+    # warnings filter is needed while the analysis runs on a worker thread.
+    with atomic_path(path, tmp_suffix="_raw.fif") as tmp:
         # 30-s buffers: MNE's default of one second costs 28,800 Python calls a night.
         raw.save(tmp, overwrite=True, fmt="single", buffer_size_sec=30.0, verbose="error")
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        return os.cpu_count() or 1
+
+
 def write_outputs(result: RunResult, out_dir: str | Path, report: bool = True) -> Path:
     """Write every run output into ``out_dir`` (created if needed).
+
+    With more than one CPU, the offline phase and spindle envelope (for the summary and the
+    report) are computed on a worker thread while this thread writes the files: they are
+    NumPy and SciPy work that releases the GIL. Every file is written by this thread,
+    under a temporary name then renamed; an error in the worker is raised here, and
+    ``summary.json`` is then not written.
 
     Parameters
     ----------
@@ -157,6 +209,8 @@ def write_outputs(result: RunResult, out_dir: str | Path, report: bool = True) -
     Path
         The output folder.
     """
+    from sim import analysis
+
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"Output folder expected, got an existing file: {out}")
@@ -164,19 +218,38 @@ def write_outputs(result: RunResult, out_dir: str | Path, report: bool = True) -
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserInputError(f"Cannot create output folder {out}: {err.strerror}") from None
-    write_events(result, out / "events.jsonl")
-    write_hypnogram(result, out / "hypnogram.csv")
-    if result.recorded is not None:
-        write_session_fif(result, out / "session.fif")
-    if report:
-        from sim.report import draw_report
+    need_analysis = "analysis" not in result.summary
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outputs-analysis") as pool:
+        # In the order they are needed; the report waits for what is not ready yet
+        # (sim.analysis caches them on the result under a lock). On a single CPU a
+        # worker only adds switching: the report and the summary compute them on demand.
+        jobs = []
+        if _usable_cpus() > 1:
+            if need_analysis or report:
+                jobs.append(pool.submit(analysis.recorded_phase, result))
+            if report:
+                jobs.append(pool.submit(analysis.recorded_sigma_envelope, result))
+        try:
+            write_events(result, out / "events.jsonl")
+            write_hypnogram(result, out / "hypnogram.csv")
+            if result.recorded is not None:
+                write_session_fif(result, out / "session.fif")
+            if report:
+                # Looked up at call time (tests replace it).
+                from sim import report as report_module
 
-        with atomic_path(out / "report.png") as tmp:
-            draw_report(result, tmp)
-    if "analysis" not in result.summary:
-        from sim.analysis import night_analysis
-
-        result.summary["analysis"] = night_analysis(result)
+                with atomic_path(out / "report.png") as tmp:
+                    report_module.draw_report(result, tmp)
+            for job in jobs:
+                job.result()  # the worker's error, if any
+        except BaseException:
+            # Drop the jobs not started; a running one is waited for when the pool closes,
+            # so no thread outlives this call.
+            for job in jobs:
+                job.cancel()
+            raise
+    if need_analysis:
+        result.summary["analysis"] = analysis.night_analysis(result)
     # summary.json last: its presence says the run's outputs are complete.
     write_summary(result, out / "summary.json")
     logger.info("outputs written to %s", out)

@@ -44,9 +44,10 @@ def draw_phase_panels(fig, spec, result) -> None:
 
     which = "delivered" if _onsets(result, "delivered").size else "sham"
     onsets = _onsets(result, which)
-    x = None
-    if result.recorded is not None and "eeg" in result.ch_roles:
-        x = result.recorded[result.ch_roles.index("eeg")].astype(np.float64)
+    # The phase and the spindle envelope are cached on the result: write_outputs computes
+    # them on a worker thread while it writes the other outputs.
+    x = analysis.recorded_eeg(result)
+    if x is not None:
         onsets = onsets[(onsets >= 0) & (onsets < x.size)]
 
     # Polar histogram of the ground-truth phase at the onsets.
@@ -70,7 +71,7 @@ def draw_phase_panels(fig, spec, result) -> None:
     if x is not None and onsets.size:
         t, mean = analysis.evoked(x, result.sfreq, onsets)
         ax_evoked.plot(t, mean, color="C0", lw=1, label="EEG (µV)")
-        env = analysis.sigma_envelope(x, result.sfreq)
+        env = analysis.recorded_sigma_envelope(result)
         t, env_mean = analysis.evoked(env, result.sfreq, onsets)
         twin = ax_evoked.twinx()
         twin.plot(t, env_mean, color="C3", lw=1)

@@ -1,0 +1,81 @@
+"""The run outputs of sim.outputs: exact session.fif samples, the analysis worker, errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import mne
+import numpy as np
+import pytest
+from scipy import signal
+
+from sim import analysis, outputs
+from sim.outputs import MICROVOLT_ROLES, write_outputs
+from sim.runner import RunConfig, run_night
+
+
+@pytest.fixture(scope="module")
+def night():
+    # Half an hour: the sleeper reaches N2 and stimuli are delivered.
+    return run_night(RunConfig(source="sleeper://?hours=0.5", seed=3))
+
+
+def fresh(result):
+    """A copy of ``result`` without the analysis cached on it by earlier tests."""
+    out = copy.copy(result)
+    out.summary = copy.deepcopy(result.summary)
+    for name in ("_ground_truth_phase", "_sigma_envelope"):
+        out.__dict__.pop(name, None)
+    return out
+
+
+def test_session_fif_holds_the_recorded_samples_exactly(tmp_path, night):
+    result = fresh(night)
+    write_outputs(result, tmp_path, report=False)
+    raw = mne.io.read_raw_fif(tmp_path / "session.fif", preload=True, verbose="error")
+    scale = np.array([1e-6 if r in MICROVOLT_ROLES else 1.0 for r in result.ch_roles])
+    # What a RawArray of the float64 volts, saved as single, holds.
+    expected = (result.recorded.astype(np.float64) * scale[:, np.newaxis]).astype(np.float32)
+    assert raw.ch_names == result.ch_names and raw.info["sfreq"] == result.sfreq
+    assert np.array_equal(raw.get_data(), expected.astype(np.float64))
+    desc = list(raw.annotations.description)
+    assert sum(d.startswith("Sleep stage ") for d in desc) == len(result.hypnogram)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_outputs_agree_with_or_without_report_and_worker(tmp_path, night, monkeypatch):
+    assert night.summary["stimuli"]["delivered"] > 0
+    write_outputs(fresh(night), tmp_path / "a", report=True)
+    # One CPU: no worker thread, the analysis is computed when needed.
+    monkeypatch.setattr(outputs, "_usable_cpus", lambda: 1)
+    write_outputs(fresh(night), tmp_path / "b", report=False)
+    for name in ("events.jsonl", "hypnogram.csv", "summary.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["analysis"]["phase_delivered"]["n"] > 0
+    assert (tmp_path / "a" / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_error_in_the_analysis_worker_surfaces(tmp_path, night, monkeypatch):
+    def broken(x, sfreq):
+        raise FloatingPointError("phase exploded")
+
+    monkeypatch.setattr(analysis, "ground_truth_phase", broken)
+    with pytest.raises(FloatingPointError, match="phase exploded"):
+        write_outputs(fresh(night), tmp_path)
+    names = [p.name for p in tmp_path.iterdir()]
+    # The report needs the phase too: it fails the same way, and is not left half-written.
+    assert "summary.json" not in names and "report.png" not in names
+    assert not [n for n in names if n.startswith(".")]
+
+
+@pytest.mark.parametrize("n", [1000, 1001])
+def test_sigma_envelope_is_the_hilbert_envelope(n):
+    x = np.random.default_rng(0).standard_normal(n) * 30
+    sos = signal.butter(4, [11.0, 16.0], "bandpass", fs=250.0, output="sos")
+    want = np.abs(signal.hilbert(signal.sosfiltfilt(sos, x)))
+    np.testing.assert_allclose(analysis.sigma_envelope(x, 250.0), want, rtol=0, atol=1e-9)
+    got32 = analysis.sigma_envelope(x.astype(np.float32), 250.0)
+    assert got32.dtype == np.float32
+    np.testing.assert_allclose(got32, want, rtol=0, atol=1e-3 * want.max())
