@@ -192,7 +192,9 @@ class Night:
         self.n_total = (self.info.n_samples // self.block) * self.block
         self.events: list[dict] = []
         self.hypnogram: list[tuple[float, str]] = []
-        self.pending: dict[int, simpy.Event] = {}  # onset sample -> fired
+        # Onset sample -> the "fired" events of the stimuli due then. Two may share an onset
+        # (a faulty application asking beside the honest one): both are played or refused.
+        self.pending: dict[int, list[simpy.Event]] = {}
         self.simulated_blocks: set[int] = set()
         self.progress = progress
         self.recorded = (
@@ -394,7 +396,10 @@ class Night:
                     self.counts["refused"] += 1
                     event.update(delivered=False, reason=verdict.reason)
         self.events.append(event)
-        del self.pending[req.onset_index]
+        due = self.pending[req.onset_index]
+        due.remove(fired)
+        if not due:
+            del self.pending[req.onset_index]
         fired.succeed()
 
     # -- the firmware loop --------------------------------------------------------------------
@@ -410,7 +415,7 @@ class Night:
                 onset = min(self.pending)
                 first_block = onset // self.block * self.block
                 if first_block <= idx:  # the world may change at the onset: wait for it
-                    yield self.pending[onset]
+                    yield self.pending[onset][0]
                     continue
                 stop = min(stop, first_block)
             if not self.hung:  # read only as far as the app can use (the same decisions)
@@ -463,7 +468,7 @@ class Night:
                 self.env.process(self._stage_task(dec))
             for req in res.stims:
                 fired = self.env.event()
-                self.pending[req.onset_index] = fired
+                self.pending.setdefault(req.onset_index, []).append(fired)
                 self.env.process(self._stim_task(req, fired))
             if hasattr(self.source, "world_events"):
                 self.events.extend(self._world(idx, end))

@@ -106,3 +106,37 @@ def test_interlock_limits_refuse_and_log():
     refused = [e for e in stims if e["reason"].startswith("limit")]
     assert refused and len(src.heard) == sum(e["delivered"] for e in stims)
     assert any(e.get("event") == "limit" for e in result.events if e["kind"] == "safety")
+
+
+class _EchoApp:
+    """An application that asks every stimulus twice, for the same onset sample."""
+
+    def __init__(self, app) -> None:
+        self._app = app
+
+    def __getattr__(self, name: str):
+        return getattr(self._app, name)
+
+    def process(self, start, data, flags):
+        res = self._app.process(start, data, flags)
+        res.stims.extend(list(res.stims))
+        return res
+
+
+def test_two_stimuli_due_at_the_same_sample_are_both_answered(monkeypatch):
+    """A faulty application may ask twice for one onset (the electrode-off scenario's glitch
+    beside the honest trigger did): each request gets its event; the night goes on."""
+    import sim.scenarios
+
+    def make_scenario(name, seed):
+        return sim.scenarios.Scenario(name, seed, wrap_app=_EchoApp)
+
+    monkeypatch.setattr(sim.scenarios, "make_scenario", make_scenario)
+    from sim.runner import run_night
+
+    result = run_night(
+        RunConfig(source="sleeper://?seed=3&hours=1", seed=3, record=False, scenario="echo")
+    )
+    stims = [e for e in result.events if e["kind"] == "stim"]
+    onsets = [e["t"] for e in stims]
+    assert stims and all(onsets.count(t) == 2 for t in onsets)
