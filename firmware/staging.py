@@ -324,9 +324,18 @@ def _envelope_ratio(y: np.ndarray, n_win: int) -> float:  # pragma: no cover
             v = y[k * n_win + i]
             sq[i] = v * v
         rms[k] = math.sqrt(_sum(sq, 0, n_win) / n_win) + 1e-9
-    s = np.sort(rms)  # NaN sorts last, as in NumPy
-    if np.isnan(s[m - 1]):
-        return np.nan
+        if math.isnan(rms[k]):
+            return np.nan  # NumPy sorts NaN last, and both statistics are then NaN
+    # Insertion sort: m is about 60 values, and numba's np.sort would add seconds of
+    # compilation on a fresh machine for nothing (sorted values are the same either way).
+    s = rms
+    for k in range(1, m):
+        v = s[k]
+        j = k - 1
+        while j >= 0 and s[j] > v:
+            s[j + 1] = s[j]
+            j -= 1
+        s[j + 1] = v
     virtual = (m - 1) * 0.95
     lo = math.floor(virtual)
     a = s[int(lo)]
