@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import platform
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,29 @@ settings.register_profile(
     "deep", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+#: The compiled kernels repeat NumPy's and SciPy's arithmetic operation for operation and
+#: give the same bits on x86-64 Linux, where that was verified. Elsewhere libm, SIMD paths
+#: or fused multiply-add may round differently: there they must agree to rounding.
+BIT_EXACT_PLATFORM = sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
+
+
+def same_numbers(a, b, signed_zeros: bool = False) -> bool:
+    """Whether a kernel's result ``a`` equals the NumPy reference ``b``: bit for bit (NaN
+    where NaN; signed zeros too if asked) on :data:`BIT_EXACT_PLATFORM`, else to within a
+    few dozen units in the last place of the reference's largest value."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if BIT_EXACT_PLATFORM or a.dtype.kind not in "fc":
+        if signed_zeros:
+            return a.tobytes() == b.tobytes()
+        return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+    eps = float(np.finfo(a.dtype).eps)
+    finite = np.abs(b[np.isfinite(b)])
+    scale = float(finite.max()) if finite.size else 0.0
+    return bool(np.allclose(a, b, rtol=64 * eps, atol=64 * eps * scale, equal_nan=True))
+
 
 REPO = Path(__file__).resolve().parents[1]
 DREAMS = REPO.parent / "shared" / "data" / "dreams"
