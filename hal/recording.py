@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
+import numba
 import numpy as np
 
 from hal.base import (
@@ -476,6 +477,53 @@ def _fill_gaps(data: np.ndarray, bad: np.ndarray) -> None:
         data[row, ~good] = np.interp(index[~good], index[good], data[row, good])
 
 
+@numba.njit(cache=True)
+def _flat_cover(x: np.ndarray, bad: np.ndarray, width: int, var_max: float) -> tuple[int, int]:
+    """Flat stretches of one row: windows of ``width`` samples without a bad sample whose
+    variance is below ``var_max``; returns the number of stretches they form and the
+    samples they cover.
+
+    Why numba: running sums over every window of a night are a dozen NumPy passes with
+    temporaries the size of the recording; this is one pass, and one more to mark coverage.
+    """
+    n = x.shape[0]
+    s1 = 0.0
+    s2 = 0.0
+    n_bad = 0
+    cover_end = -1  # first sample after the last flat window seen (-1: none yet)
+    count = 0
+    covered = 0
+    for i in range(n):
+        v = x[i]
+        s1 += v
+        s2 += v * v
+        n_bad += bad[i]
+        if i >= width:
+            old = x[i - width]
+            s1 -= old
+            s2 -= old * old
+            n_bad -= bad[i - width]
+        if i < width - 1:
+            continue
+        start = i - width + 1
+        if n_bad == 0 and s2 / width - (s1 / width) ** 2 < var_max:
+            # The window [start, i] is flat: extend the covered stretch or begin one.
+            if start > cover_end:
+                count += 1
+                covered += width
+            else:
+                covered += i + 1 - cover_end
+            cover_end = i + 1
+        if i % 4096 == 4095:
+            # Running sums drift by rounding: start them afresh from the window.
+            s1 = 0.0
+            s2 = 0.0
+            for j in range(start, i + 1):
+                s1 += x[j]
+                s2 += x[j] * x[j]
+    return count, covered
+
+
 def _flat_stretches(data: np.ndarray, bad: np.ndarray, sfreq: float) -> list[tuple[int, int]]:
     """Flat stretches (std < FLAT_STD_V over >= FLAT_MIN_S) per row.
 
@@ -486,32 +534,18 @@ def _flat_stretches(data: np.ndarray, bad: np.ndarray, sfreq: float) -> list[tup
     """
     width = max(2, int(round(FLAT_MIN_S * sfreq)))
     out: list[tuple[int, int]] = []
-    n = data.shape[1]
     for row in range(data.shape[0]):
-        if n < width:
+        if data.shape[1] < width:
             out.append((0, 0))
             continue
-        # Running sums over every window of one second; the median is removed first so the
-        # sums of squares do not lose the microvolt variance next to a millivolt offset.
-        x = data[row] - np.median(data[row])
-        c1 = np.concatenate(([0.0], np.cumsum(x)))
-        c2 = np.concatenate(([0.0], np.cumsum(x * x)))
-        cb = np.concatenate(([0], np.cumsum(bad[row], dtype=np.int64)))
-        s1 = c1[width:] - c1[:-width]
-        s2 = c2[width:] - c2[:-width]
-        var = s2 / width - (s1 / width) ** 2
-        starts = (var < FLAT_STD_V**2) & (cb[width:] == cb[:-width])
-        if not starts.any():
-            out.append((0, 0))
-            continue
-        # A sample is flat when some flat window covers it.
-        marks = np.zeros(n + 1, dtype=np.int64)
-        idx = np.flatnonzero(starts)
-        np.add.at(marks, idx, 1)
-        np.add.at(marks, idx + width, -1)
-        covered = np.cumsum(marks[:n]) > 0
-        edges = np.diff(np.concatenate(([0], covered.astype(np.int8), [0])))
-        out.append((int(np.count_nonzero(edges == 1)), int(np.count_nonzero(covered))))
+        # A typical value is removed first so the sums of squares do not lose the microvolt
+        # variance next to a millivolt offset (a subsample's median is typical enough).
+        x = data[row]
+        good = x[~bad[row]]
+        offset = float(np.median(good[:: max(1, good.size // 10_000)])) if good.size else 0.0
+        xs = np.where(bad[row], 0.0, x - offset)
+        count, covered = _flat_cover(xs, bad[row], width, FLAT_STD_V**2)
+        out.append((int(count), int(covered)))
     return out
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import mne
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import hal
 from hal import UserInputError
@@ -589,3 +591,44 @@ def test_a_channel_that_is_not_what_its_role_says_is_logged(
         assert not [w for w in warnings if "used as EEG" in w]
     else:
         assert any(says in w and channel in w for w in warnings), warnings
+
+
+def _flat_by_brute_force(x: np.ndarray, bad: np.ndarray, width: int) -> tuple[int, int]:
+    """Every window's variance with np.var: the definition the running sums implement."""
+    from hal.recording import FLAT_STD_V
+
+    covered = np.zeros(x.size, dtype=bool)
+    for s in range(x.size - width + 1):
+        w = slice(s, s + width)
+        if not bad[w].any() and np.var(x[w]) < FLAT_STD_V**2:
+            covered[w] = True
+    runs = np.count_nonzero(np.diff(np.concatenate(([0], covered.astype(np.int8), [0]))) == 1)
+    return int(runs), int(covered.sum())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    pieces=st.lists(
+        st.tuples(st.sampled_from(["flat", "lively", "bad"]), st.integers(1, 1500)),
+        min_size=1,
+        max_size=8,
+    ),
+    offset=st.sampled_from([0.0, 3e-3, -0.2]),
+    seed=st.integers(0, 1000),
+)
+def test_flat_stretches_equal_the_window_definition(pieces, offset, seed):
+    """The one-pass search finds the stretches every 1-s window's variance defines, next
+    to a large offset, with bad samples excluded from every window holding them."""
+    from hal.recording import _flat_stretches
+
+    rng = np.random.default_rng(seed)
+    parts, bad_parts = [], []
+    for kind, n in pieces:
+        # Flat: 0.01 uV of noise; lively: 20 uV; far from the 0.1-uV threshold either way.
+        scale = 1e-8 if kind == "flat" else 2e-5
+        parts.append(offset + rng.standard_normal(n) * scale)
+        bad_parts.append(np.full(n, kind == "bad"))
+    x, bad = np.concatenate(parts), np.concatenate(bad_parts)
+    sfreq = 50.0  # 1-s windows of 50 samples
+    got = _flat_stretches(x[np.newaxis], bad[np.newaxis], sfreq)[0]
+    assert got == _flat_by_brute_force(x, bad, 50)
