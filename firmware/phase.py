@@ -161,33 +161,48 @@ def _echt_dots(
     buf: np.ndarray, first_end: int, n_ends: int, step: int, wr: np.ndarray, wi: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
     """Complex dot products of the windows ending at ``first_end + k * step`` with the
-    kernel. Four partial sums in a fixed order: fast (independent chains) and identical
-    whatever the chunking (no reassociation by the compiler without fastmath)."""
+    kernel.
+
+    Each dot product is four partial sums (taps 0, 4, 8...; 1, 5, 9...; ...) added in tap
+    order, then ``(s0 + s1) + (s2 + s3)``: a fixed order, so the result is identical
+    whatever the chunking (no reassociation by the compiler without fastmath). The loops
+    run tap by tap over all window ends at once: once the samples are split into ``step``
+    phases, the samples one tap meets at consecutive ends are contiguous, and the compiler
+    vectorises across ends (about twice as fast as one window after the other) without
+    changing any sum.
+    """
     n = wr.shape[0]
+    s0 = first_end - n + 1
+    n_ph = (buf.shape[0] - s0 + step - 1) // step + 1
+    ph = np.zeros((step, n_ph))
+    for i in range(s0, buf.shape[0]):
+        d = i - s0
+        ph[d % step, d // step] = buf[i]
+    acc = np.zeros((8, n_ends))  # rows: real partial sums 0-3, imaginary 0-3
+    n4 = n - n % 4
+    for m in range(0, n4, 4):
+        for c in range(4):
+            tap = m + c
+            row = ph[tap % step]
+            off = tap // step
+            w_r, w_i = wr[tap], wi[tap]
+            acc_r, acc_i = acc[c], acc[4 + c]
+            for k in range(n_ends):
+                v = row[off + k]
+                acc_r[k] += w_r * v
+                acc_i[k] += w_i * v
+    for tap in range(n4, n):  # the taps past the last multiple of four go to sum 0
+        row = ph[tap % step]
+        off = tap // step
+        for k in range(n_ends):
+            v = row[off + k]
+            acc[0, k] += wr[tap] * v
+            acc[4, k] += wi[tap] * v
     re = np.empty(n_ends)
     im = np.empty(n_ends)
     for k in range(n_ends):
-        s = first_end + k * step - n + 1
-        r0 = r1 = r2 = r3 = 0.0
-        i0 = i1 = i2 = i3 = 0.0
-        m = 0
-        while m + 3 < n:
-            v0, v1, v2, v3 = buf[s + m], buf[s + m + 1], buf[s + m + 2], buf[s + m + 3]
-            r0 += wr[m] * v0
-            r1 += wr[m + 1] * v1
-            r2 += wr[m + 2] * v2
-            r3 += wr[m + 3] * v3
-            i0 += wi[m] * v0
-            i1 += wi[m + 1] * v1
-            i2 += wi[m + 2] * v2
-            i3 += wi[m + 3] * v3
-            m += 4
-        while m < n:
-            r0 += wr[m] * buf[s + m]
-            i0 += wi[m] * buf[s + m]
-            m += 1
-        re[k] = (r0 + r1) + (r2 + r3)
-        im[k] = (i0 + i1) + (i2 + i3)
+        re[k] = (acc[0, k] + acc[1, k]) + (acc[2, k] + acc[3, k])
+        im[k] = (acc[4, k] + acc[5, k]) + (acc[6, k] + acc[7, k])
     return re, im
 
 
