@@ -402,7 +402,14 @@ def load_program(name_or_path: str) -> Program:
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise UserInputError(f"No such program file: {name_or_path}")
-        text = path.read_text(encoding="utf-8")
+        try:
+            # utf-8-sig: a byte-order mark (as some editors write) is not TOML.
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise UserInputError(
+                f"Program file {path} is not UTF-8 text (TOML must be): byte "
+                f"{err.object[err.start]:#04x} at offset {err.start}."
+            ) from None
         source = str(path)
     else:
         check_option("program", name_or_path, builtin_programs())

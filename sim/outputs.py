@@ -120,6 +120,31 @@ def session_annotations(result: RunResult) -> list[tuple[float, float, str]]:
     return sorted(ann)
 
 
+def fif_channel_names(names: list[str]) -> list[str]:
+    """Channel names FIF can hold: MNE writes them as ASCII, so ``C4–M1 µ`` (from an EDF
+    or BrainVision file) becomes ``C4-M1 u``-like text, each name kept unique; a change is
+    logged. events.jsonl and summary.json keep the original names."""
+    import unicodedata
+
+    out: list[str] = []
+    for name in names:
+        ascii_name = (
+            unicodedata.normalize("NFKD", name.replace("\u2013", "-").replace("\u00b5", "u"))
+            .encode("ascii", "replace")
+            .decode("ascii")
+        )
+        candidate, k = ascii_name, 1
+        while candidate in out:
+            k += 1
+            candidate = f"{ascii_name}-{k}"
+        if candidate != name:
+            logger.warning(
+                "session.fif: channel %r written as %r (FIF names are ASCII)", name, candidate
+            )
+        out.append(candidate)
+    return out
+
+
 def _recorded_raw(result: RunResult):
     """An MNE Raw that reads the recorded float32 samples one buffer at a time, in SI units.
 
@@ -147,7 +172,7 @@ def _recorded_raw(result: RunResult):
             return out
 
     types = [MNE_TYPES[r] for r in result.ch_roles]
-    info = mne.create_info(result.ch_names, result.sfreq, types, verbose="error")
+    info = mne.create_info(fif_channel_names(result.ch_names), result.sfreq, types, verbose="error")
     scale = np.array([1e-6 if r in MICROVOLT_ROLES else 1.0 for r in result.ch_roles])
     return _RecordedRaw(
         info,

@@ -15,6 +15,12 @@ from sim.runner import RunResult
 _ORDER = {"W": 4, "R": 3, "N1": 2, "N2": 1, "N3": 0}
 
 
+def _plain_title(ax, text: str, **kwargs: object) -> None:
+    """A title shown as written: program names and paths may hold ``$``, which matplotlib
+    would otherwise parse as mathematics (and fail on)."""
+    ax.set_title(text, parse_math=False, **kwargs)
+
+
 def draw_report(result: RunResult, path: str | Path) -> None:
     """Draw the report of a night into ``path`` (PNG).
 
@@ -49,9 +55,10 @@ def draw_report(result: RunResult, path: str | Path) -> None:
         ax.plot(t, y + y[-1:], drawstyle="steps-post", color="C0", lw=1.2, label="online stager")
     ax.set_yticks(sorted(_ORDER.values()), sorted(_ORDER, key=_ORDER.get))
     ax.set_ylabel("stage")
-    ax.set_title(
+    _plain_title(
+        ax,
         f"{result.program.name} on {result.source_description} — "
-        f"{result.summary['stimuli']['delivered']} stimuli delivered"
+        f"{result.summary['stimuli']['delivered']} stimuli delivered",
     )
     ax.legend(loc="upper right", fontsize=8)
 
@@ -82,7 +89,8 @@ def draw_report(result: RunResult, path: str | Path) -> None:
             ax.plot([t], [0.5], marker=".", color="gold", ms=6)
     ax.set_xlim(axes[0].get_xlim())
     ax.set_xlabel("hours")
-    ax.set_title(
+    _plain_title(
+        ax,
         "stimuli and safety (grey: bad signal, dashed: trip, dotted: re-arm, "
         "yellow: release cue, ticks: refusals)",
         fontsize=9,
@@ -103,7 +111,8 @@ def draw_report(result: RunResult, path: str | Path) -> None:
             fontsize=8,
         )
     ax.set_xlabel("CPU load (%)")
-    ax.set_title(
+    _plain_title(
+        ax,
         f"MCU {result.summary['cpu']['clock_hz'] / 1e6:.0f} MHz: "
         f"load {100 * result.summary['cpu']['cpu_load']:.1f}%, "
         f"{result.summary['deadline_misses']} deadline misses",

@@ -85,7 +85,8 @@ class NightmareWorld:
     # -- SignalSource -----------------------------------------------------------------------
     def read(self, start: int, stop: int) -> np.ndarray:
         """Base samples with the nightmare's signals and a modelled heart."""
-        x = self.base.read(start, stop)
+        # A copy: a recording hands out read-only views of the night, and this adds to them.
+        x = np.array(self.base.read(start, stop), dtype=np.float64)
         n = x.shape[1]
         if n == 0:
             return x

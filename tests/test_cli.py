@@ -8,7 +8,7 @@ import math
 import mne
 import numpy as np
 import pytest
-from conftest import slow_wave_eeg
+from conftest import REPO, slow_wave_eeg
 
 from firmware.program import builtin_programs
 from sim.cli import build_parser, main
@@ -203,3 +203,51 @@ def test_every_builtin_program_runs_a_virtual_night(tmp_path, capsys, program):
         if program == "sham"
         else not any(e["reason"] == "sham" for e in stims)
     )
+
+
+def test_non_ascii_channel_names_still_give_every_output(tmp_path, capsys):
+    """FIF holds ASCII names: a 'C3–A1 µ' from an EDF/BrainVision file is written as
+    'C3-A1 u' instead of failing after the night with a half-written folder."""
+    data = mne.io.read_raw_fif(make_fif(tmp_path / "night_raw.fif", seconds=120.0)).get_data()
+    names = ["C3\u2013A1 \u00b5", "EOG1", "Chin"]
+    info = mne.create_info(names, SFREQ, ["eeg", "eog", "emg"])
+    src = tmp_path / "named"  # the in-memory recording's description
+    from hal.recording import RecordingSource
+    from sim.outputs import write_outputs
+    from sim.runner import Night, RunConfig
+
+    source = RecordingSource.from_raw(
+        mne.io.RawArray(data, info, verbose="error"), description=str(src)
+    )
+    result = Night(RunConfig(source=str(src), seed=1), source).run()
+    out = write_outputs(result, tmp_path / "run", report=False)
+    assert (out / "summary.json").exists()
+    fif = mne.io.read_raw_fif(out / "session.fif", verbose="error")
+    assert fif.ch_names[0] == "C3-A1 u"
+
+
+def test_scenarios_run_on_recordings(tmp_path, capsys):
+    """A scenario that adds signals copies the recording's read-only samples first."""
+    rec = make_fif(tmp_path / "night_raw.fif", seconds=300.0)
+    code, _, err = run_cli(
+        capsys, "--recording", rec, "--scenario", "electrode-off", "--out", tmp_path / "run"
+    )
+    assert code == 0, err
+    assert (tmp_path / "run" / "summary.json").exists()
+
+
+def test_program_name_with_dollars_and_a_latin1_file(tmp_path, capsys):
+    from firmware.program import builtin_programs
+
+    assert "clas" in builtin_programs()
+    text = (REPO / "firmware" / "programs" / "clas.toml").read_text(encoding="utf-8")
+    dollar = tmp_path / "dollar.toml"
+    body = "\n".join(x for x in text.splitlines() if not x.startswith("name"))
+    dollar.write_text('name = "clas $x_$ test"\n' + body, encoding="utf-8-sig")  # with a BOM
+    code, _, err = run_cli(capsys, "--hours", "0.05", "--program", dollar, "--out", tmp_path / "a")
+    assert code == 0, err
+    assert (tmp_path / "a" / "report.png").exists()
+    latin = tmp_path / "latin1.toml"
+    latin.write_bytes(('description = "caf\u00e9"\n' + text).encode("latin-1"))
+    code, _, err = run_cli(capsys, "--hours", "0.05", "--program", latin, "--out", tmp_path / "b")
+    assert code == 2 and "not UTF-8" in err and len(err.strip().splitlines()) == 1
