@@ -30,8 +30,6 @@ it knew (it decides one epoch late, so the last pulses before the stop can).
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import tempfile
 import time
@@ -39,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench._seeds import seeds_main
 from sim.runner import RunConfig, RunResult, run_night
 from sim.sleeper import VirtualSleeper
 
@@ -126,12 +125,7 @@ def compare(seeds: list[int]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``python -m bench.onset``)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=6, help="nights (seeds 1..N)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    print(json.dumps(compare(list(range(1, args.seeds + 1)))))
-    return 0
+    return seeds_main(__doc__, compare, argv)
 
 
 if __name__ == "__main__":

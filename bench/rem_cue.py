@@ -22,13 +22,12 @@ Prints one line per seed, then, as its last line, one JSON object::
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import tempfile
 import time
 from pathlib import Path
 
+from bench._seeds import seeds_main
 from sim.runner import RunConfig, run_night
 
 logger = logging.getLogger(__name__)
@@ -87,12 +86,7 @@ def compare(seeds: list[int]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``python -m bench.rem_cue``)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=6, help="nights (seeds 1..N)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    print(json.dumps(compare(list(range(1, args.seeds + 1)))))
-    return 0
+    return seeds_main(__doc__, compare, argv)
 
 
 if __name__ == "__main__":
