@@ -79,3 +79,13 @@ def test_sigma_envelope_is_the_hilbert_envelope(n):
     got32 = analysis.sigma_envelope(x.astype(np.float32), 250.0)
     assert got32.dtype == np.float32
     np.testing.assert_allclose(got32, want, rtol=0, atol=1e-3 * want.max())
+
+
+@pytest.mark.parametrize("n", [1000, 1001])
+def test_ground_truth_phase_is_the_hilbert_phase(n):
+    x = np.random.default_rng(1).standard_normal(n) * 30
+    sos = signal.butter(2, [0.5, 2.0], "bandpass", fs=250.0, output="sos")
+    want = np.degrees(np.angle(signal.hilbert(signal.sosfiltfilt(sos, x))))
+    got = analysis.ground_truth_phase(x, 250.0)
+    # Compared on the circle: -180 and 180 are the same phase.
+    np.testing.assert_allclose((got - want + 180.0) % 360.0 - 180.0, 0.0, rtol=0, atol=1e-8)
