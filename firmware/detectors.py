@@ -401,6 +401,9 @@ def _slow_wave_loop(
 ) = range(21)
 
 
+#: Nats around an arousal threshold within which the kernel takes the logarithm exactly.
+_AROUSAL_LOG_MARGIN = 1e-9
+
 #: Band power (µV²) below which an input is dead rather than quiet: the ADC's own noise
 #: alone is about 0.05 µV² in the arousal bands, a lead-off reads exact zeros.
 _DEAD_POWER_UV2 = 1e-4
@@ -420,9 +423,15 @@ def _arousal_loop(
     accelerometer rows ``acc`` (0, 1 or 3 rows).
 
     ``ring`` holds the last W squared EEG samples of the moving window.
-    ``p`` = [unused, a_emg, a_base, block, eeg_ratio_log, emg_ratio_log, move_g, eeg_min,
-    emg_min, move_min, gap, lag, warmup_blocks, a_grav, sign_gap]."""
-    a_m, a_base, blk = p[1], p[2], int(p[3])
+    ``p`` = [log_margin, a_emg, a_base, block, eeg_ratio_log, emg_ratio_log, move_g,
+    eeg_min, emg_min, move_min, gap, lag, warmup_blocks, a_grav, sign_gap].
+
+    The per-sample tests ``log(power) - baseline > log(ratio)`` take the logarithm only
+    when the power lies within ``log_margin`` (nats) of the threshold, which is set once
+    per baseline update: ``exp`` twice a block instead of ``log`` twice a sample. The margin
+    (1e-9) is a million times the rounding of either side, so every outcome is the one the
+    logarithm gives (``log_margin = inf`` takes it every sample; the tests compare both)."""
+    margin, a_m, a_base, blk = p[0], p[1], p[2], int(p[3])
     w = ring.shape[0]
     r_e, r_m, move_g = p[4], p[5], p[6]
     eeg_min, emg_min, move_min, gap, lag, warm, a_g, sgap = (
@@ -440,6 +449,9 @@ def _arousal_loop(
     n_acc = acc.shape[0]
     out = np.empty((n // 50 + 4, _N_COLS))
     k = 0
+    # Powers (plus the 1e-12 floor) at or below lo_* fail the test, at or above hi_* pass.
+    lo_e, hi_e = np.exp(st[_AR_BE] + r_e - margin), np.exp(st[_AR_BE] + r_e + margin)
+    lo_m, hi_m = np.exp(st[_AR_BM] + r_m - margin), np.exp(st[_AR_BM] + r_m + margin)
     for i in range(n):
         idx = start + i
         ei = e[i]
@@ -452,12 +464,12 @@ def _arousal_loop(
         if pos == w - 1:
             st[_AR_PE] = ring.sum()
         pe = max(st[_AR_PE], 0.0) / w
-        le = np.log(pe + 1e-12)
-        lm = 0.0
+        u_e = pe + 1e-12
+        u_m = 1e-12
         if has_emg:
             mi = m[i]
             st[_AR_PM] += a_m * (mi * mi - st[_AR_PM])
-            lm = np.log(st[_AR_PM] + 1e-12)
+            u_m = st[_AR_PM] + 1e-12
         # Baseline per DMA block in the log domain (a geometric mean: a burst moves it
         # little); cumulative at first so it settles quickly, then a slow EMA so a long
         # stretch of wake becomes the new normal instead of an endless arousal.
@@ -466,12 +478,25 @@ def _arousal_loop(
         if (idx + 1) % blk == 0 and pe > _DEAD_POWER_UV2:
             st[_AR_NUPD] += 1.0
             a = max(1.0 / st[_AR_NUPD], a_base)
-            st[_AR_BE] += a * (le - st[_AR_BE])
+            st[_AR_BE] += a * (np.log(u_e) - st[_AR_BE])
+            lo_e, hi_e = np.exp(st[_AR_BE] + r_e - margin), np.exp(st[_AR_BE] + r_e + margin)
             if has_emg and st[_AR_PM] > _DEAD_POWER_UV2:
-                st[_AR_BM] += a * (lm - st[_AR_BM])
+                st[_AR_BM] += a * (np.log(u_m) - st[_AR_BM])
+                lo_m = np.exp(st[_AR_BM] + r_m - margin)
+                hi_m = np.exp(st[_AR_BM] + r_m + margin)
         ready = st[_AR_NUPD] > warm
-        on_e = ready and le - st[_AR_BE] > r_e
-        on_m = ready and has_emg and lm - st[_AR_BM] > r_m
+        on_e = False
+        on_m = False
+        if ready:
+            if u_e >= hi_e:
+                on_e = True
+            elif u_e > lo_e:  # near the threshold, or NaN bounds: decide exactly
+                on_e = np.log(u_e) - st[_AR_BE] > r_e
+            if has_emg:
+                if u_m >= hi_m:
+                    on_m = True
+                elif u_m > lo_m:
+                    on_m = np.log(u_m) - st[_AR_BM] > r_m
         on_a = False
         if n_acc > 0:
             # Movement: the accelerometer vector minus its slow mean (gravity), so a turn
@@ -513,8 +538,8 @@ def _arousal_loop(
                 met |= _SRC_MOVE
         elif st[_AR_RUN_A] >= 0 and idx - st[_AR_LAST_A] > sgap:
             st[_AR_RUN_A] = -1.0
-        rms = np.sqrt(pe)
         if st[_AR_IN] > 0:
+            rms = np.sqrt(pe)
             if on_e or on_m or on_a:
                 st[_AR_LAST] = idx
             st[_AR_SRC] = float(int(st[_AR_SRC]) | met)
@@ -532,6 +557,7 @@ def _arousal_loop(
                 st[_AR_IN] = 0.0
         elif met:
             # Criterion met: the arousal began where the earliest qualifying run began.
+            rms = np.sqrt(pe)
             on = float(idx)
             if met & _SRC_EEG:
                 on = min(on, st[_AR_RUN_E])
@@ -932,7 +958,7 @@ class ArousalDetector(_Streaming):
         self.sos_emg = _bandpass((emg_band[0], hi), sfreq, 2)
         self._p = np.array(
             [
-                0.0,
+                _AROUSAL_LOG_MARGIN,
                 _alpha(emg_tau_s, sfreq),
                 _alpha(baseline_tau_s, sfreq / block),
                 block,

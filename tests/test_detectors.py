@@ -257,6 +257,20 @@ def test_arousals_from_eeg_emg_and_movement():
     assert [e.source for e in eeg_only] == ["eeg"]
 
 
+@pytest.mark.parametrize("seed", [4, 5, 6])
+@pytest.mark.parametrize("eeg_ratio", [1.5, 3.0, 6.0])
+def test_arousal_threshold_shortcut_changes_nothing(seed, eeg_ratio):
+    # The kernel skips the logarithm far from a threshold; taking it every sample
+    # (margin = inf) must give the same events and leave the same state, bit for bit.
+    x = _arousal_input(np.random.default_rng(seed))
+    fast = ArousalDetector(FS, 8, has_emg=True, accel_axes=3, eeg_ratio=eeg_ratio)
+    exact = ArousalDetector(FS, 8, has_emg=True, accel_axes=3, eeg_ratio=eeg_ratio)
+    exact._p[0] = np.inf
+    got, want = scan_in_pieces(fast, x, [1000, 37]), scan_in_pieces(exact, x, [1000, 37])
+    assert want and rows(got) == rows(want)
+    np.testing.assert_array_equal(fast._st, exact._st)
+
+
 def test_short_alpha_burst_is_not_an_arousal():
     rng = np.random.default_rng(10)
     eeg = colored_noise(rng, int(120 * FS), 2.0, 15.0)
