@@ -8,7 +8,9 @@ and what came.
 
 from __future__ import annotations
 
+import struct
 import tomllib
+import wave
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -29,7 +31,8 @@ TRIGGER_KINDS = (
     "rem-cue",
     "alpha-phase",
 )
-#: Sounds the device synthesises itself; anything else must be a .wav file that exists.
+#: Sounds the device synthesises itself; anything else must be a .wav file that exists and
+#: holds PCM audio (as Python's :mod:`wave` reads it).
 BUILTIN_SOUNDS = ("pink", "click", "tone-440", "tone-660", "tone-880", "chime")
 MODALITIES = ("audio", "light", "haptic")
 
@@ -280,6 +283,30 @@ def _check_sound(name: str, sound: object, base: Path | None, source: str) -> No
         raise UserInputError(
             f"Missing stimulus file for '{name}' in '{source}': {path} does not exist "
             f"(expected a .wav file, or one of {', '.join(BUILTIN_SOUNDS)})."
+        )
+    _check_wav(name, path, source)
+
+
+def _check_wav(name: str, path: Path, source: str) -> None:
+    """Refuse a cue file that is not a PCM WAV file with audio in it."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            frames = w.getnframes()
+    except OSError as err:
+        raise UserInputError(
+            f"Cannot read stimulus file for '{name}' in '{source}': {path}: {err.strerror or err}."
+        ) from None
+    except (wave.Error, EOFError, RuntimeError, struct.error) as err:
+        # wave raises EOFError on a truncated file and a bare RuntimeError on a chunk
+        # whose size runs past its parent's.
+        why = str(err) or ("truncated" if isinstance(err, EOFError) else "corrupt chunk")
+        raise UserInputError(
+            f"Invalid stimulus file for '{name}' in '{source}': {path} is not a valid WAV "
+            f"file ({why}; expected PCM audio in a RIFF/WAVE file)."
+        ) from None
+    if frames == 0:
+        raise UserInputError(
+            f"Invalid stimulus file for '{name}' in '{source}': {path} holds no audio (0 frames)."
         )
 
 

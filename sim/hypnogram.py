@@ -19,6 +19,7 @@ R 21 %, within the ranges reported for healthy young and middle-aged adults.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -185,7 +186,9 @@ def read_hypnogram(path: str | Path) -> list[str]:
     """Read a hypnogram file: one stage per 30-s epoch.
 
     Accepted layouts: a CSV with a ``stage`` column (as the simulator's own
-    ``hypnogram.csv``: ``epoch_start_s,stage``), or one stage per line.
+    ``hypnogram.csv``: ``epoch_start_s,stage``), or one stage per line (the last column
+    of each row). The file is UTF-8 text, with or without a byte-order mark; blank lines
+    are skipped, and errors name the file and its 1-based line.
 
     Parameters
     ----------
@@ -200,25 +203,57 @@ def read_hypnogram(path: str | Path) -> list[str]:
     Raises
     ------
     UserInputError
-        Missing file, empty file or unknown stage label.
+        Missing, unreadable or empty file, not UTF-8 text, a row without the stage
+        column, or an unknown stage label.
     """
     p = Path(path).expanduser()
     if not p.is_file():
         raise UserInputError(f"hypnogram file not found: {str(p)!r}")
-    with p.open(newline="") as fh:
-        rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    try:
+        raw = p.read_bytes()
+    except OSError as err:
+        raise UserInputError(
+            f"Cannot read hypnogram file {str(p)!r}: {err.strerror or err}"
+        ) from None
+    try:
+        # utf-8-sig: a byte-order mark (as spreadsheet exports write) is not part of the text.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise UserInputError(
+            f"hypnogram file {p.name} line {line} is not UTF-8 text: byte "
+            f"{raw[err.start]:#04x} ({str(p)!r})."
+        ) from None
+    # (line number, row) of the rows that hold something; line numbers are the file's.
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[tuple[int, list[str]]] = []
+    try:
+        for row in reader:
+            if row and any(c.strip() for c in row):
+                rows.append((reader.line_num, row))
+    except csv.Error as err:
+        raise UserInputError(
+            f"Malformed hypnogram file {p.name} line {reader.line_num}: {err} ({str(p)!r})."
+        ) from None
     if not rows:
         raise UserInputError(f"hypnogram file is empty: {str(p)!r}")
-    header = [c.strip().lower() for c in rows[0]]
+    header = [c.strip().lower() for c in rows[0][1]]
     if "stage" in header:
         col = header.index("stage")
         body = rows[1:]
+        column = f"column {col + 1} ('stage')"
     else:
-        col = len(rows[0]) - 1
+        col = len(rows[0][1]) - 1
         body = rows
+        column = f"column {col + 1}"
     stages = []
-    for i, row in enumerate(body):
-        stages.append(normalize_stage(row[col], where=f"{p.name} line {i + 1}"))
+    for line, row in body:
+        if len(row) <= col:
+            raise UserInputError(
+                f"Missing stage in hypnogram file {p.name} line {line}: expected a stage in "
+                f"{column}, got {len(row)} field(s) {','.join(row)!r} ({str(p)!r})."
+            )
+        stages.append(normalize_stage(row[col], where=f"{p.name} line {line}"))
     if not stages:
         raise UserInputError(f"hypnogram file has no epochs: {str(p)!r}")
     return stages

@@ -2,7 +2,9 @@
 
 ``events.jsonl``, ``hypnogram.csv``, ``summary.json``, ``session.fif`` and ``report.png``
 are each written to a temporary name in the output folder and renamed into place, so a run
-that fails half-way never leaves a half-written file under a final name.
+that fails half-way never leaves a half-written file under a final name. A run into a folder
+that holds a previous run's outputs removes those first (and nothing else), so the folder
+never mixes two runs.
 """
 
 from __future__ import annotations
@@ -37,6 +39,98 @@ MNE_TYPES = {
 }
 #: Roles recorded in µV (the rest in native units).
 MICROVOLT_ROLES = ("eeg", "eog", "emg", "ecg")
+#: Every file :func:`write_outputs` writes, in the order a previous run's are removed:
+#: ``summary.json`` first, as its presence says a run's outputs are complete.
+OUTPUT_NAMES = ("summary.json", "events.jsonl", "hypnogram.csv", "session.fif", "report.png")
+
+
+def prepare_output_folder(out_dir: str | Path) -> list[Path]:
+    """Create the output folder if needed and check that files can be created in it.
+
+    Called before a night is simulated, so that an unusable ``--out`` is a one-line error
+    at once rather than after the night.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Output folder.
+
+    Returns
+    -------
+    list of Path
+        The folders this call created, deepest first (see :func:`remove_created_folders`).
+
+    Raises
+    ------
+    UserInputError
+        ``out_dir`` is a file, cannot be created, does not accept new files, or holds a
+        folder where an output file goes.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"Output folder expected, got an existing file: {out}")
+    missing: list[Path] = []
+    folder = out.absolute()
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        remove_created_folders(missing)
+        raise UserInputError(f"Cannot create output folder {out}: {err.strerror or err}") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".slumbersync-probe-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        remove_created_folders(missing)
+        raise UserInputError(
+            f"Cannot write into output folder {out}: {err.strerror or err}"
+        ) from None
+    for name in OUTPUT_NAMES:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            remove_created_folders(missing)
+            raise UserInputError(
+                f"Cannot write {path}: a folder of that name is in the way in the output folder."
+            )
+    return missing
+
+
+def remove_created_folders(folders: list[Path]) -> None:
+    """Remove the folders :func:`prepare_output_folder` created, deepest first, as long as
+    they are empty (a run that failed leaves no empty folder behind)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def remove_previous_outputs(out: Path) -> list[str]:
+    """Remove a previous run's outputs from ``out`` (only :data:`OUTPUT_NAMES`).
+
+    Returns
+    -------
+    list of str
+        The names removed.
+    """
+    removed = []
+    for name in OUTPUT_NAMES:
+        path = out / name
+        if not (path.is_file() or path.is_symlink()):
+            continue
+        try:
+            path.unlink()
+        except OSError as err:
+            raise UserInputError(
+                f"Cannot remove the previous run's {path}: {err.strerror or err}"
+            ) from None
+        removed.append(name)
+    if removed:
+        logger.info("removed the previous run's %s from %s", ", ".join(removed), out)
+    return removed
 
 
 @contextlib.contextmanager
@@ -214,6 +308,10 @@ def _usable_cpus() -> int:
 def write_outputs(result: RunResult, out_dir: str | Path, report: bool = True) -> Path:
     """Write every run output into ``out_dir`` (created if needed).
 
+    The outputs of a previous run in ``out_dir`` (:data:`OUTPUT_NAMES`, nothing else) are
+    removed first, so that a run without a report, or one whose writing fails, never
+    leaves the folder holding files of two runs.
+
     With more than one CPU, the offline phase and spindle envelope (for the summary and the
     report) are computed on a worker thread while this thread writes the files: they are
     NumPy and SciPy work that releases the GIL. Every file is written by this thread,
@@ -237,12 +335,8 @@ def write_outputs(result: RunResult, out_dir: str | Path, report: bool = True) -
     from sim import analysis
 
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserInputError(f"Output folder expected, got an existing file: {out}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserInputError(f"Cannot create output folder {out}: {err.strerror}") from None
+    prepare_output_folder(out)
+    remove_previous_outputs(out)
     need_analysis = "analysis" not in result.summary
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outputs-analysis") as pool:
         # In the order they are needed; the report waits for what is not ready yet

@@ -261,7 +261,21 @@ class Scenario:
         return self.hang_s is not None and t >= self.hang_s
 
     def start(self, night) -> None:
-        """Schedule the injections on the night's SimPy environment."""
+        """Schedule the injections on the night's SimPy environment.
+
+        Injections at or after the night's end (its last sample) never happen: they are
+        dropped here (and logged), not run on after the night nor written as events.
+        """
+        end = night.t_of(night.n_total)
+        late = sorted((t, a) for t, a in self.injections if not t < end)
+        if late:
+            logger.info(
+                "scenario %s: not injected, at or after the night's end (%g s): %s",
+                self.name,
+                end,
+                ", ".join(f"{a} at {t:g} s" for t, a in late),
+            )
+            self.injections = [(t, a) for t, a in self.injections if t < end]
         if self.injections:
             night.env.process(self._inject(night))
 

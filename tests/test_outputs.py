@@ -89,3 +89,32 @@ def test_ground_truth_phase_is_the_hilbert_phase(n):
     got = analysis.ground_truth_phase(x, 250.0)
     # Compared on the circle: -180 and 180 are the same phase.
     np.testing.assert_allclose((got - want + 180.0) % 360.0 - 180.0, 0.0, rtol=0, atol=1e-8)
+
+
+def test_a_rerun_drops_the_previous_runs_outputs_only(tmp_path, night, monkeypatch, caplog):
+    """Re-running into the same folder never mixes two runs: the previous run's outputs go
+    before the new ones are written (--no-report, or a write that fails); other files stay."""
+    write_outputs(fresh(night), tmp_path, report=True)
+    assert (tmp_path / "report.png").exists() and (tmp_path / "session.fif").exists()
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "report.png.bak").write_text("mine too")
+    with caplog.at_level("INFO", logger="sim.outputs"):
+        write_outputs(fresh(night), tmp_path, report=False)
+    assert not (tmp_path / "report.png").exists()  # --no-report: no stale report
+    assert any("report.png" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "report.png.bak").read_text() == "mine too"
+
+    import sim.report
+
+    def broken(result, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sim.report, "draw_report", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_outputs(fresh(night), tmp_path, report=True)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    # No summary.json of the previous run beside this run's partial files.
+    assert "summary.json" not in names and "report.png" not in names
+    assert {"notes.txt", "report.png.bak"} <= set(names)
+    assert not [n for n in names if n.startswith(".")]

@@ -71,9 +71,21 @@ def test_tmr_cycles_through_its_cues():
     ]
 
 
+def write_wav(path, frames=800):
+    """A short, valid 16-bit mono WAV file."""
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x00\x01" * frames)
+    return path
+
+
 def test_cue_files_are_resolved_next_to_the_program(tmp_path):
     (tmp_path / "cues").mkdir()
-    (tmp_path / "cues" / "a.wav").write_bytes(b"RIFF")
+    write_wav(tmp_path / "cues" / "a.wav")
     path = tmp_path / "p.toml"
     path.write_text('name = "x"\n[stimulus]\nsounds = ["cues/a.wav", "chime"]')
     assert load_program(str(path)).stimulus.sounds == ("cues/a.wav", "chime")
@@ -96,3 +108,27 @@ def test_a_program_the_limits_forbid_is_refused_before_the_night():
     with pytest.raises(UserInputError, match=r"stimulus.duration_s.*max_pulse_s"):
         check_against_limits(long, Limits())
     check_against_limits(load_program("clas"), Limits())  # the built-ins fit the defaults
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"RIFF", r"stimulus.sound.*x\.wav.*not a valid WAV file"),
+        (b"just some text, not audio", r"stimulus.sound.*x\.wav.*not a valid WAV file"),
+        (b"", r"stimulus.sound.*x\.wav.*not a valid WAV file"),
+        (None, r"stimulus.sound.*x\.wav.*no audio"),
+    ],
+)
+def test_an_invalid_wav_cue_is_refused_when_the_program_loads(tmp_path, content, message):
+    wav = tmp_path / "x.wav"
+    if content is None:
+        write_wav(wav, frames=0)
+    else:
+        wav.write_bytes(content)
+    path = tmp_path / "p.toml"
+    path.write_text('name = "x"\n[stimulus]\nsound = "x.wav"')
+    with pytest.raises(UserInputError, match=message) as err:
+        load_program(str(path))
+    assert "\n" not in str(err.value)
+    write_wav(wav)
+    assert load_program(str(path)).stimulus.sound == "x.wav"

@@ -465,3 +465,36 @@ def test_nightmare_raises_heart_rate_emg_and_arousals() -> None:
 
     assert bpm(during[4]) > bpm(before[4]) + 8.0
     assert np.std(during[3]) > 1.5 * np.std(before[3])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        # A short row: no stage column (an IndexError traceback before).
+        (b"epoch_start_s,stage\n0,W\n30\n60,N2\n", r"h\.csv.* line 3\b.*stage"),
+        # Not UTF-8 (a UnicodeDecodeError traceback before).
+        (b"epoch_start_s,stage\n0,W\n\n30,N\xe92\n", r"h\.csv.* line 4\b.*UTF-8"),
+        # Line numbers are those of the file: the header and blank lines count.
+        (b"epoch_start_s,stage\n0,W\n\n30,N7\n", r"'N7' in .*h\.csv line 4\b"),
+        (b"W\nN2\nN7\n", r"'N7' in .*h\.csv line 3\b"),
+    ],
+)
+def test_bad_hypnogram_files_name_the_file_and_line(tmp_path, content, message) -> None:
+    f = tmp_path / "h.csv"
+    f.write_bytes(content)
+    with pytest.raises(UserInputError, match=message) as err:
+        read_hypnogram(f)
+    assert "\n" not in str(err.value)
+    with pytest.raises(UserInputError, match="'hypnogram'.*" + message) as err:
+        open_source(f"sleeper://?hypnogram={f}")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\xef\xbb\xbfW\r\nN2\r\nR\r\n", b"\xef\xbb\xbfstage,epoch_start_s\nW,0\nN2,30\nR,60\n"],
+)
+def test_hypnogram_file_with_a_byte_order_mark(tmp_path, content) -> None:
+    f = tmp_path / "h.csv"
+    f.write_bytes(content)
+    assert read_hypnogram(f) == ["W", "N2", "R"]
