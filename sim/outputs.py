@@ -196,9 +196,31 @@ def write_summary(result: RunResult, path: Path) -> None:
     _write_text(path, lambda fh: json.dump(result.summary, fh, indent=2, default=_json_default))
 
 
+#: Prefix of the online stager's annotations (``Sleep stage N2``, as Sleep-EDF and MNE's
+#: sleep tutorials name stages); a recording's own stage annotations get ``recording/``.
+STAGE_PREFIX = "Sleep stage "
+
+
 def session_annotations(result: RunResult) -> list[tuple[float, float, str]]:
-    """Annotations of the session: the recording's, stimuli, stages and bad signal."""
-    ann = list(result.annotations)
+    """Annotations of the session: the recording's, stimuli, stages and bad signal.
+
+    A recording's own stage annotations (an expert's hypnogram) are kept as
+    ``recording/Sleep stage ...``: under their own name they would be counted with the
+    online stager's, and a reader could not tell the two hypnograms apart.
+    """
+    ann = []
+    renamed = 0
+    for onset, duration, description in result.annotations:
+        if description.startswith(STAGE_PREFIX):
+            description = f"recording/{description}"
+            renamed += 1
+        ann.append((onset, duration, description))
+    if renamed:
+        logger.info(
+            "session.fif: the recording's %d stage annotations are kept as "
+            "'recording/Sleep stage ...', the online stager's as 'Sleep stage ...'",
+            renamed,
+        )
     epoch_s = 30.0
     for ev in result.events:
         if ev["kind"] == "stim":
@@ -210,7 +232,7 @@ def session_annotations(result: RunResult) -> list[tuple[float, float, str]]:
         elif ev["kind"] == "safety":
             ann.append((ev["t"], 0.0, f"safety/{ev.get('event')}"))
     for start, stage in result.hypnogram:
-        ann.append((start, epoch_s, f"Sleep stage {stage}"))
+        ann.append((start, epoch_s, f"{STAGE_PREFIX}{stage}"))
     return sorted(ann)
 
 

@@ -118,3 +118,18 @@ def test_a_rerun_drops_the_previous_runs_outputs_only(tmp_path, night, monkeypat
     assert "summary.json" not in names and "report.png" not in names
     assert {"notes.txt", "report.png.bak"} <= set(names)
     assert not [n for n in names if n.startswith(".")]
+
+
+def test_a_recordings_stage_annotations_stay_apart_from_the_stagers(night):
+    # An expert hypnogram in the recording must not be counted as the online stager's.
+    result = fresh(night)
+    result.annotations = [
+        (0.0, 30.0, "Sleep stage W"),
+        (30.0, 30.0, "Sleep stage 2"),
+        (40.0, 0.0, "arousal"),
+    ]
+    ann = outputs.session_annotations(result)
+    desc = [d for _, _, d in ann]
+    assert sum(d.startswith("Sleep stage ") for d in desc) == len(result.hypnogram)
+    assert {"recording/Sleep stage W", "recording/Sleep stage 2", "arousal"} <= set(desc)
+    assert ann == sorted(ann)
