@@ -8,9 +8,7 @@ and what came.
 
 from __future__ import annotations
 
-import struct
 import tomllib
-import wave
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -32,7 +30,7 @@ TRIGGER_KINDS = (
     "alpha-phase",
 )
 #: Sounds the device synthesises itself; anything else must be a .wav file that exists and
-#: holds PCM audio (as Python's :mod:`wave` reads it).
+#: holds audio (integer PCM or float, as :func:`scipy.io.wavfile.read` reads it).
 BUILTIN_SOUNDS = ("pink", "click", "tone-440", "tone-660", "tone-880", "chime")
 MODALITIES = ("audio", "light", "haptic")
 
@@ -288,23 +286,35 @@ def _check_sound(name: str, sound: object, base: Path | None, source: str) -> No
 
 
 def _check_wav(name: str, path: Path, source: str) -> None:
-    """Refuse a cue file that is not a PCM WAV file with audio in it."""
+    """Refuse a cue file that is not a WAV file with audio in it.
+
+    Read with :func:`scipy.io.wavfile.read`, which takes integer PCM, float and
+    WAVE_FORMAT_EXTENSIBLE files (24-bit cues are often the latter); the standard
+    library's :mod:`wave` reads integer PCM only (before Python 3.12) and would refuse them.
+    """
+    import warnings
+
+    from scipy.io import wavfile  # only programs with a cue file pay for the import
+
     try:
-        with wave.open(str(path), "rb") as w:
-            frames = w.getnframes()
+        with warnings.catch_warnings():
+            # A truncated data chunk or a chunk it cannot parse is only a warning to the
+            # reader; for a cue the device must play whole, it is a broken file.
+            warnings.simplefilter("error", wavfile.WavFileWarning)
+            _, samples = wavfile.read(path)
     except OSError as err:
         raise UserInputError(
             f"Cannot read stimulus file for '{name}' in '{source}': {path}: {err.strerror or err}."
         ) from None
-    except (wave.Error, EOFError, RuntimeError, struct.error) as err:
-        # wave raises EOFError on a truncated file and a bare RuntimeError on a chunk
-        # whose size runs past its parent's.
-        why = str(err) or ("truncated" if isinstance(err, EOFError) else "corrupt chunk")
+    except Exception as err:  # noqa: BLE001 - whatever the reader trips on, it is not audio
+        # On malformed headers the reader raises ValueError, struct.error or EOFError, and
+        # on some garbage also errors of its own code (ZeroDivisionError, UnboundLocalError).
+        why = str(err) or type(err).__name__
         raise UserInputError(
             f"Invalid stimulus file for '{name}' in '{source}': {path} is not a valid WAV "
-            f"file ({why}; expected PCM audio in a RIFF/WAVE file)."
+            f"file ({why}; expected PCM or float audio in a RIFF/WAVE file)."
         ) from None
-    if frames == 0:
+    if samples.shape[0] == 0:
         raise UserInputError(
             f"Invalid stimulus file for '{name}' in '{source}': {path} holds no audio (0 frames)."
         )

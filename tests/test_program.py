@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from firmware.program import builtin_programs, load_program
@@ -116,6 +117,7 @@ def test_a_program_the_limits_forbid_is_refused_before_the_night():
         (b"RIFF", r"stimulus.sound.*x\.wav.*not a valid WAV file"),
         (b"just some text, not audio", r"stimulus.sound.*x\.wav.*not a valid WAV file"),
         (b"", r"stimulus.sound.*x\.wav.*not a valid WAV file"),
+        ("truncated", r"stimulus.sound.*x\.wav.*not a valid WAV file"),
         (None, r"stimulus.sound.*x\.wav.*no audio"),
     ],
 )
@@ -123,6 +125,8 @@ def test_an_invalid_wav_cue_is_refused_when_the_program_loads(tmp_path, content,
     wav = tmp_path / "x.wav"
     if content is None:
         write_wav(wav, frames=0)
+    elif content == "truncated":  # the data chunk ends before its header says
+        wav.write_bytes(write_wav(wav).read_bytes()[:-100])
     else:
         wav.write_bytes(content)
     path = tmp_path / "p.toml"
@@ -132,3 +136,21 @@ def test_an_invalid_wav_cue_is_refused_when_the_program_loads(tmp_path, content,
     assert "\n" not in str(err.value)
     write_wav(wav)
     assert load_program(str(path)).stimulus.sound == "x.wav"
+
+
+def test_float_and_24_bit_extensible_wav_cues_are_accepted(tmp_path):
+    import struct
+
+    from scipy.io import wavfile
+
+    wavfile.write(tmp_path / "f.wav", 44100, np.zeros(441, dtype=np.float32))
+    # 24-bit PCM in WAVE_FORMAT_EXTENSIBLE, as audio editors write it.
+    guid = bytes.fromhex("0100000000001000800000aa00389b71")
+    fmt = struct.pack("<HHIIHHHHI", 0xFFFE, 1, 48000, 144000, 3, 24, 22, 24, 4) + guid
+    data = bytes(3 * 480)
+    body = b"WAVEfmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", len(data)) + data
+    (tmp_path / "e.wav").write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    path = tmp_path / "p.toml"
+    path.write_text('name = "x"\n[stimulus]\nsounds = ["f.wav", "e.wav"]')
+    assert load_program(str(path)).stimulus.sounds == ("f.wav", "e.wav")
