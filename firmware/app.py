@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +27,7 @@ from firmware.detectors import ArousalDetector, Event
 from firmware.phase import Candidate, make_estimator
 from firmware.program import Escalation, Gate, Program, TriggerSpec
 from firmware.stager import EpochDecision
-from firmware.staging import OnlineStager
+from firmware.staging import MIN_SFREQ, OnlineStager
 from firmware.trigger import (
     AlphaPhaseCue,
     GuardCandidate,
@@ -50,6 +51,43 @@ BAD_SIGNAL_HOLDOFF_S = 5.0
 #: The nightmare guard waits until movement has been still this long (the safety island
 #: still counts activity 2 s apart as one arousal).
 GUARD_SETTLE_S = 3.0
+
+
+def check_device_rate(sfreq: float) -> None:
+    """Raise :class:`UserInputError` unless the firmware can run at ``sfreq`` Hz.
+
+    The device rate is the ADC's output data rate, a whole number of Hz (OpenBCI boards
+    run at 250 Hz): a 30-s epoch is then exactly ``30 * sfreq`` samples. At a rate such as
+    250.3 Hz no whole number of samples lasts 30 s, so every epoch would be a little off
+    and drift against the recording's clock. The rate must also be at least
+    :data:`firmware.staging.MIN_SFREQ`, below which the stager's features do not exist.
+
+    Parameters
+    ----------
+    sfreq : float
+        The device rate in Hz.
+
+    Raises
+    ------
+    UserInputError
+        A non-integer rate, or one below the stager's minimum (one line: what was
+        expected, what came).
+    """
+    try:
+        rate = float(sfreq)
+    except (TypeError, ValueError):
+        rate = math.nan
+    if not math.isfinite(rate) or rate != math.floor(rate):
+        raise UserInputError(
+            f"Invalid device rate (sfreq): expected a whole number of Hz (an ADC samples at "
+            f"an integer rate, and a 30-s epoch must be a whole number of samples), "
+            f"got {sfreq!r}."
+        )
+    if rate < MIN_SFREQ:
+        raise UserInputError(
+            f"Invalid device rate (sfreq): expected at least {MIN_SFREQ:g} Hz (the sleep "
+            f"stager's features reach 24 Hz), got {rate:g} Hz."
+        )
 
 
 def make_trigger(
@@ -250,11 +288,17 @@ class Application:
     program : Program
         The validated modulation program.
     info : SourceInfo
-        The board's channels and rate.
+        The board's channels and rate (a whole number of Hz, see
+        :func:`check_device_rate`).
     block : int
         Samples per DMA block.
     output_latency_s : float
         The transducer's output latency, compensated when scheduling.
+
+    Raises
+    ------
+    UserInputError
+        A device rate the firmware cannot run at, a channel the program needs missing.
     """
 
     def __init__(
@@ -266,6 +310,7 @@ class Application:
                 f"The source has no EEG channel: expected at least one channel with role "
                 f"'eeg', got roles {[c.role for c in info.channels]}."
             )
+        check_device_rate(info.sfreq)
         self.program = program
         self.sfreq = info.sfreq
         self.block = block
@@ -306,18 +351,28 @@ class Application:
                 r for r in (self.row_eeg, self.row_emg, self.row_accel) if r is not None
             ]
         self._multirow = self.guard or self.rem_cue or program.trigger.kind == "alpha-phase"
-        self.trigger = make_trigger(
-            program.trigger,
-            self.sfreq,
-            block,
-            output_latency_s,
-            escalation=program.escalation,
-            top_level=program.stimulus.level_db,
-            has_emg=self.row_emg is not None,
-            has_accel=self.row_accel is not None,
-            has_eog=self.row_eog is not None,
-            quiet_s=program.gate.pause_after_arousal_s,
-        )
+        try:
+            self.trigger = make_trigger(
+                program.trigger,
+                self.sfreq,
+                block,
+                output_latency_s,
+                escalation=program.escalation,
+                top_level=program.stimulus.level_db,
+                has_emg=self.row_emg is not None,
+                has_accel=self.row_accel is not None,
+                has_eog=self.row_eog is not None,
+                quiet_s=program.gate.pause_after_arousal_s,
+            )
+        except UserInputError:
+            raise
+        except ValueError as err:
+            # The program was validated: what its trigger refuses is the rate (a band
+            # edge at or above the Nyquist frequency, e.g. 16-30 Hz at 60 Hz).
+            raise UserInputError(
+                f"Program {program.name!r} (trigger.kind = {program.trigger.kind!r}) cannot "
+                f"run at a device rate of {self.sfreq:g} Hz: {err}"
+            ) from err
         self.arousal = ArousalDetector(
             self.sfreq,
             block,
@@ -351,6 +406,7 @@ class Application:
         self.bad_until = -(10**12)  # stimulation withheld before this sample index
         self._bad_run: tuple[int, str] | None = None  # (start index, cause) of a bad stretch
         self.next_index = 0
+        self._tail = 0  # samples after the last whole block given to process_tail
         self.stopped = False  # a stage of gate.stop_at was decided: done for the night
         self._train_n = 0  # rem-cue: cues played in the current train
         self._period_trains = 0  # rem-cue: trains begun in this REM period
@@ -492,9 +548,44 @@ class Application:
                     "value": round(ev.value, 3),
                 }
             )
-        stages = self._feed_stager(start, data[:, :end], causes)
+        stages = self._feed_stager(start, data[:, :end], np.repeat(causes != 0, self.block))
         self.next_index = start + end
         return ChunkResult(end, stims, stages, logs)
+
+    def process_tail(self, start: int, data: np.ndarray, flags: np.ndarray) -> list[StageDecision]:
+        """The recording's last samples, fewer than a block, after its last whole block.
+
+        A recording ends where it ends, not on a block boundary (7500 samples per epoch
+        at 250 Hz is not a whole number of 8-sample blocks). Those last samples never fill
+        a DMA block, so no per-block task (quality, trigger, arousal) sees them and no
+        stimulus can be decided from them; the stager gets them, so that an epoch ending
+        with the recording is complete and staged. An EEG sample with an ADC flag
+        (lead-off, clipping) counts as bad for its epoch.
+
+        Parameters
+        ----------
+        start : int
+            Absolute index of ``data[:, 0]``: the end of the last whole block processed.
+        data : ndarray, shape (n_channels, n)
+            µV (biopotentials), ``0 < n < block``.
+        flags : ndarray of uint8
+            ADC flags, same shape.
+
+        Returns
+        -------
+        list of StageDecision
+            The decisions these samples completed (known at ``start + n``).
+        """
+        if start != self.next_index or self._tail:
+            raise ValueError(
+                f"The tail must follow the last block: expected {self.next_index}, got {start}."
+            )
+        n = data.shape[1]
+        if not 0 < n < self.block:
+            raise ValueError(f"Expected 1 to {self.block - 1} samples after the blocks, got {n}.")
+        eeg_flags = np.bitwise_or.reduce(flags[self.rows_eeg], axis=0)
+        self._tail = n
+        return self._feed_stager(start, data, eeg_flags != 0)
 
     def withheld_at(self, index: int) -> str | None:
         """The last look before a timer fires at sample ``index``: why not to play now.
@@ -670,12 +761,13 @@ class Application:
         out = []
         for dec in self.stager.flush():
             self._adopt(dec)
-            out.append(StageDecision(self.next_index, dec))
+            out.append(StageDecision(self.next_index + self._tail, dec))
         return out
 
-    def _feed_stager(self, start: int, data: np.ndarray, causes: np.ndarray) -> list[StageDecision]:
+    def _feed_stager(
+        self, start: int, data: np.ndarray, bad_samples: np.ndarray
+    ) -> list[StageDecision]:
         out: list[StageDecision] = []
-        bad_samples = np.repeat(causes != 0, self.block)
         pos, n = 0, data.shape[1]
         while pos < n:
             take = min(n - pos, self.n_epoch - self._buf_fill)
@@ -698,8 +790,8 @@ class Application:
                 )
                 # The stager may hold an epoch until the next one has arrived (one epoch of
                 # look-ahead): its decision is known at the end of the block in which the
-                # newer epoch ends.
-                known = self._end_of_block((self._epoch + 1) * self.n_epoch - 1)
+                # newer epoch ends (or of the recording, in a tail shorter than a block).
+                known = min(self._end_of_block((self._epoch + 1) * self.n_epoch - 1), start + n)
                 for dec in decisions:
                     self._adopt(dec)
                     out.append(StageDecision(known, dec))

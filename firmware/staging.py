@@ -72,6 +72,7 @@ __all__ = [
     "FEATURES_EEG",
     "FEATURES_EMG",
     "FEATURES_EOG",
+    "MIN_SFREQ",
     "MODEL_PATH",
     "OnlineStager",
     "RunningNorm",
@@ -81,6 +82,9 @@ __all__ = [
 
 #: Epoch length in seconds (AASM).
 EPOCH_S = 30.0
+#: Lowest sampling rate the stager works at (Hz): its features reach 24 Hz (the EMG band
+#: too), which needs a Nyquist frequency above that.
+MIN_SFREQ = 50.0
 #: Default weights, shipped with the firmware.
 MODEL_PATH = Path(__file__).resolve().parent / "models" / "stager.npz"
 #: Weight of the population prior in the running normalisation, in epochs (10 min).
@@ -843,8 +847,10 @@ class OnlineStager:
         record: bool = False,
         rem_latency: int = REM_LATENCY_EPOCHS,
     ) -> None:
-        if sfreq < 50.0:
-            raise ValueError(f"sfreq must be at least 50 Hz (features use 0.5-24 Hz), got {sfreq}")
+        if sfreq < MIN_SFREQ:
+            raise ValueError(
+                f"sfreq must be at least {MIN_SFREQ:g} Hz (features use 0.5-24 Hz), got {sfreq}"
+            )
         self.sfreq = float(sfreq)
         self.n_epoch = round(EPOCH_S * self.sfreq)
         self.has_eog = bool(has_eog)

@@ -714,7 +714,8 @@ class RecordingSource:
             raise UserInputError(
                 f"{description} is sampled at {orig:g} Hz, below min_sfreq={lowest:g} Hz: it "
                 f"holds nothing above {orig / 2:g} Hz. To load it anyway pass "
-                f"min_sfreq={orig:g} (or ?min_sfreq={orig:g} in the URL)."
+                f"--min-sfreq {orig:g} (slumbersync), min_sfreq={orig:g} (Python) or "
+                f"?min_sfreq={orig:g} in the source URL."
             )
         duration = raw.n_times / orig
         if duration < EPOCH_S:

@@ -24,16 +24,23 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import simpy
 
-from firmware.app import MODULATION_CYCLES, Application, StageDecision, StimRequest
+from firmware.app import (
+    MODULATION_CYCLES,
+    Application,
+    StageDecision,
+    StimRequest,
+    check_device_rate,
+)
 from firmware.program import Program, check_against_limits, load_program
 from firmware.safety import SafetyConfig, SafetyIsland, check_safety_config
 from hal import open_source
 from hal.adc import AdcModel, FrontEnd
-from hal.base import DEFAULT_BLOCK, DEFAULT_SFREQ, SignalSource, Stimulus, Transducer
+from hal.base import DEFAULT_BLOCK, SignalSource, Stimulus, Transducer, UserInputError
 from hal.interlock import Limits
 from sim.kernel import VirtualEnvironment
 from sim.mcu import DEFAULT_CLOCK_HZ, McuCore
@@ -62,8 +69,10 @@ class RunConfig:
         Seed of everything random in the run (ADC noise; the sleeper when the spec has none).
     channel : str or None
         EEG channel for recordings (``None``: the first EEG channel, logged).
-    sfreq : float
-        Device rate.
+    sfreq : float or None
+        Device rate, a whole number of Hz; None: the spec's ``sfreq=`` if it has one, else
+        :data:`hal.base.DEFAULT_SFREQ`. A rate given here and a different one in the spec
+        is a :class:`~hal.base.UserInputError`.
     block : int
         Samples per DMA block.
     clock_hz : float
@@ -74,8 +83,10 @@ class RunConfig:
         Front-end model.
     limits : Limits
         Interlock limits.
-    min_sfreq : float
-        Lowest recording rate accepted.
+    min_sfreq : float or None
+        Lowest recording rate accepted; None: the spec's ``min_sfreq=`` if it has one,
+        else :data:`hal.recording.DEFAULT_MIN_SFREQ` (100 Hz). As for ``sfreq``, a value
+        given here and a different one in the spec is an error.
     record : bool
         Keep the samples the firmware saw (for session.fif).
     safety : SafetyConfig or None
@@ -88,13 +99,13 @@ class RunConfig:
     program: str = "clas"
     seed: int = 1
     channel: str | None = None
-    sfreq: float = DEFAULT_SFREQ
+    sfreq: float | None = None
     block: int = DEFAULT_BLOCK
     clock_hz: float = DEFAULT_CLOCK_HZ
     audio_latency_s: float = 0.015
     adc: AdcModel = field(default_factory=AdcModel)
     limits: Limits = field(default_factory=Limits)
-    min_sfreq: float = 100.0
+    min_sfreq: float | None = None
     record: bool = True
     safety: SafetyConfig | None = None
     scenario: str | None = None
@@ -119,15 +130,69 @@ class RunResult:
     true_hypnogram: list[str] | None = None
 
 
+def _spec_options(spec: str) -> dict[str, str]:
+    """The options written in a spec's query string (none for a plain path).
+
+    A repeated key is left for the backend to refuse, with its own message.
+    """
+    parts = urlsplit(spec)
+    # A plain path (or a Windows drive letter, "C:\\night.edf") has no query string:
+    # hal.open_source takes all of it as the file's name.
+    if len(parts.scheme) <= 1:
+        return {}
+    return dict(parse_qsl(parts.query, keep_blank_values=True))
+
+
+def _rate_option(config: RunConfig, name: str, flag: str) -> float | None:
+    """``config.<name>`` reconciled with the spec's ``?<name>=``: the value to pass.
+
+    An option written in the spec wins over a default (None here); a value given in the
+    config too must agree with it (one line naming both otherwise).
+    """
+    given = getattr(config, name)
+    written = _spec_options(config.source).get(name)
+    if given is None or written is None:
+        return given  # None: the backend takes the spec's value, or its default
+    try:
+        same = float(written) == float(given)
+    except ValueError:
+        return given  # not a number: the backend says so, naming the key
+    if not same:
+        raise UserInputError(
+            f"Conflicting values for {name}: {flag} {float(given):g} but {name}={written} in "
+            f"the source {config.source!r}; give it in one place (the source's value is used "
+            f"when {flag} is left out)."
+        )
+    return given
+
+
 def open_configured_source(config: RunConfig) -> SignalSource:
-    """Open the run's source, passing the options the spec's backend understands."""
+    """Open the run's source, passing the options the spec's backend understands.
+
+    ``sfreq`` and ``min_sfreq`` written in the spec's query string win over the config's
+    defaults (None); an explicit config value that contradicts the spec is an error. The
+    device rate is checked (:func:`firmware.app.check_device_rate`) before a recording
+    is loaded.
+    """
     spec = config.source
+    sfreq = _rate_option(config, "sfreq", "--sfreq")
+    written = _spec_options(spec).get("sfreq")
+    if sfreq is not None:
+        check_device_rate(sfreq)
+    elif written is not None:
+        try:
+            rate = float(written)
+        except ValueError:
+            pass  # the backend refuses it, naming the key
+        else:
+            check_device_rate(rate)
     if spec.startswith("sleeper:"):
         # The run's seed seeds the sleeper unless the spec names its own.
         if "seed=" in spec:
-            return open_source(spec, sfreq=config.sfreq)
-        return open_source(spec, sfreq=config.sfreq, seed=config.seed)
-    return open_source(spec, sfreq=config.sfreq, channel=config.channel, min_sfreq=config.min_sfreq)
+            return open_source(spec, sfreq=sfreq)
+        return open_source(spec, sfreq=sfreq, seed=config.seed)
+    min_sfreq = _rate_option(config, "min_sfreq", "--min-sfreq")
+    return open_source(spec, sfreq=sfreq, channel=config.channel, min_sfreq=min_sfreq)
 
 
 class Night:
@@ -189,7 +254,12 @@ class Night:
         self.hung = False
         # The device's sample clock runs at the nominal rate times (1 + drift).
         self.device_rate = self.sfreq * (1 + config.adc.drift_ppm * 1e-6)
-        self.n_total = (self.info.n_samples // self.block) * self.block
+        # The night's samples, and those in whole DMA blocks: a recording need not end on a
+        # block boundary (an epoch is 7500 samples at 250 Hz, 937.5 blocks). The samples
+        # after the last whole block (fewer than a block) only complete the last epoch for
+        # the stager (Application.process_tail); nothing is padded or made up.
+        self.n_samples = self.info.n_samples
+        self.n_total = (self.n_samples // self.block) * self.block
         self.events: list[dict] = []
         self.hypnogram: list[tuple[float, str]] = []
         # Onset sample -> the "fired" events of the stimuli due then. Two may share an onset
@@ -198,7 +268,7 @@ class Night:
         self.simulated_blocks: set[int] = set()
         self.progress = progress
         self.recorded = (
-            np.zeros((len(self.info.channels), self.n_total), dtype=np.float32)
+            np.zeros((len(self.info.channels), self.n_samples), dtype=np.float32)
             if config.record
             else None
         )
@@ -311,7 +381,8 @@ class Night:
     def _stage_task(self, dec: StageDecision):
         yield self.env.timeout(max(0.0, self.t_of(dec.decision_index) - self.env.now))
         block_end = dec.decision_index
-        if block_end not in self.simulated_blocks:
+        # An epoch completed by the samples after the last whole block: no block arrived.
+        if block_end <= self.n_total and block_end not in self.simulated_blocks:
             self._block_tasks(block_end)
         staging = self.env.process(
             self.mcu.run("staging", PRIO_STAGING, self.app.staging_cycles(), 30.0)
@@ -477,9 +548,23 @@ class Night:
             if self.progress is not None and idx / self.n_total >= next_report:
                 self.progress(idx / self.n_total)
                 next_report += 0.01
+        decisions: list[StageDecision] = []
+        if self.n_samples > self.n_total:
+            # The samples after the last whole block. The world hears what is due before
+            # them first, as it does before any sample after a stimulus's onset is read.
+            while self.pending and min(self.pending) < self.n_samples:
+                yield self.pending[min(self.pending)][0]
+            data, flags = self.front.read(self.n_total, self.n_samples)
+            if self.recorded is not None:
+                self.recorded[:, self.n_total :] = data
+            if hasattr(self.source, "world_events"):
+                self.events.extend(self._world(self.n_total, self.n_samples))
+            if not self.hung:
+                decisions = self.app.process_tail(self.n_total, data, flags)
         if not self.hung:
             # The stager holds one epoch of look-ahead: the last one is decided at the end.
-            last = [self.env.process(self._stage_task(d)) for d in self.app.finish_stages()]
+            decisions += self.app.finish_stages()
+            last = [self.env.process(self._stage_task(d)) for d in decisions]
             if last:
                 yield self.env.all_of(last)
         self.events.extend(self.app.finish())
@@ -516,7 +601,7 @@ class Night:
             self.scenario.start(self)
         self.env.run()
         wall = time.perf_counter() - wall0
-        elapsed = self.t_of(self.n_total)
+        elapsed = self.t_of(self.n_samples)
         # The blocks nobody had to simulate did the same uncontended work: add them in bulk.
         bulk = self.n_total // self.block - len(self.simulated_blocks)
         acq = self.app.acquisition_cycles()
@@ -565,7 +650,7 @@ class Night:
             sfreq=self.sfreq,
             ch_names=self.info.ch_names,
             ch_roles=[c.role for c in self.info.channels],
-            n_samples=self.n_total,
+            n_samples=self.n_samples,
             events=self.events,
             hypnogram=self.hypnogram,
             summary=summary,

@@ -404,7 +404,11 @@ def test_rate_below_min_sfreq_and_how_to_allow_it(tmp_path: Path) -> None:
         hal.open_source(str(path))
     message = one_line(err)
     assert "sampled at 50 Hz, below min_sfreq=100 Hz" in message
-    assert "min_sfreq=50" in message
+    # Each way it names works: the command line's option, the keyword, the URL's query.
+    assert "--min-sfreq 50" in message
+    assert "min_sfreq=50 (Python)" in message
+    assert "?min_sfreq=50" in message
+    assert hal.open_source(str(path), min_sfreq=50).info.sfreq == 250.0
     assert hal.open_source(path.as_uri() + "?min_sfreq=50").info.sfreq == 250.0
 
 

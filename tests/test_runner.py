@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from conftest import ArraySource, slow_wave_eeg
 
-from sim.runner import Night, RunConfig
+from hal.base import UserInputError
+from sim.runner import Night, RunConfig, open_configured_source, run_night
 
 SFREQ = 250.0
 
@@ -140,3 +143,187 @@ def test_two_stimuli_due_at_the_same_sample_are_both_answered(monkeypatch):
     stims = [e for e in result.events if e["kind"] == "stim"]
     onsets = [e["t"] for e in stims]
     assert stims and all(onsets.count(t) == 2 for t in onsets)
+
+
+# -- the end of the night: a recording need not end on a block boundary ---------------------
+
+
+def write_recording(path, seconds, sfreq=SFREQ):
+    """A two-channel FIF of slow waves, written by MNE."""
+    import mne
+
+    eeg = slow_wave_eeg(seconds, sfreq, seed=4)
+    info = mne.create_info(["C3-A1", "EOG1"], sfreq, ["eeg", "eog"])
+    raw = mne.io.RawArray(np.vstack([eeg, 0.3 * eeg]), info, verbose="error")
+    raw.save(path, overwrite=True, verbose="error")
+    return path
+
+
+@pytest.mark.parametrize("seconds", [30, 90, 95, 120])
+def test_every_complete_epoch_of_a_recording_is_staged(tmp_path, seconds):
+    """An epoch is 7500 samples at 250 Hz, 937.5 blocks of 8: a recording of an odd number
+    of epochs ends inside a block. Its last epoch is staged all the same (a 30-s recording
+    has one), and the night lasts what the recording lasts."""
+    rec = write_recording(tmp_path / "night_raw.fif", seconds)
+    result = run_night(RunConfig(source=str(rec), seed=1))
+    n = round(seconds * SFREQ)
+    epochs = seconds // 30
+    assert result.n_samples == n and result.recorded.shape[1] == n
+    assert result.summary["duration_s"] == seconds
+    assert result.summary["epochs"] == epochs
+    assert [start for start, _ in result.hypnogram] == [30.0 * k for k in range(epochs)]
+    stages = [e for e in result.events if e["kind"] == "stage"]
+    assert [e["epoch"] for e in stages] == list(range(epochs))
+    tasks = result.summary["cpu"]["tasks"]
+    assert tasks["staging"]["runs"] == epochs
+    assert tasks["acquisition"]["runs"] == n // 8  # whole DMA blocks only: nothing padded
+
+
+def test_the_samples_after_the_last_block_are_read_once_and_only_staged():
+    n, src = night(seconds=90)
+    result = n.run()
+    whole = 90 * 250 // 8 * 8  # 22496
+    assert n.n_total == whole and result.n_samples == 22500
+    assert [(start, stop) for start, stop, _ in src.reads if stop > whole] == [(whole, 22500)]
+    # The world heard every stimulus due before them first; none was decided from them.
+    heard = next(h for start, _, h in src.reads if start == whole)
+    stims = [e for e in result.events if e["kind"] == "stim"]
+    assert heard == sum(e["delivered"] for e in stims if e["t"] < 90.0)
+    assert all(e["decided_t"] < whole / SFREQ for e in stims)
+    # What the firmware saw is recorded to the last sample, as the front-end gave it.
+    data, _ = n.front.read(whole, 22500)
+    np.testing.assert_array_equal(result.recorded[:, whole:], data.astype(np.float32))
+    assert np.abs(result.recorded[:, whole:]).min() > 0
+    assert [s for s, _ in result.hypnogram] == [0.0, 30.0, 60.0]
+    last = [e for e in result.events if e["kind"] == "stage"][-1]
+    assert last["epoch"] == 2 and last["t"] >= 90.0
+
+
+def test_a_virtual_night_of_an_odd_number_of_epochs_keeps_its_last_one():
+    result = run_night(RunConfig(source="sleeper://?hours=0.025", seed=3, record=False))
+    assert result.summary["duration_s"] == 90.0
+    assert result.summary["epochs"] == len(result.true_hypnogram) == 3
+
+
+# -- device rate and the options written in the source spec ---------------------------------
+
+
+def run_cli(capsys, *args):
+    from sim.cli import main
+
+    code = main(["-q", "simulate", *map(str, args), "--no-report"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err, *fragments):
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("slumbersync: error:"), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_rates_written_in_the_spec_win_over_the_defaults(tmp_path):
+    slow = write_recording(tmp_path / "slow_raw.fif", 60, sfreq=64.0)
+    with open_configured_source(RunConfig(source=slow.as_uri() + "?min_sfreq=50")) as src:
+        assert src.info.sfreq == 250.0
+    src = open_configured_source(RunConfig(source="sleeper://?sfreq=128&hours=0.01"))
+    assert src.info.sfreq == 128.0
+    # The same value in both places is no conflict.
+    src = open_configured_source(RunConfig(source="sleeper://?sfreq=128&hours=0.01", sfreq=128))
+    assert src.info.sfreq == 128.0
+    src = open_configured_source(RunConfig(source="sleeper://?hours=0.01"))
+    assert src.info.sfreq == 250.0
+
+
+def test_the_cli_takes_rates_from_the_spec(tmp_path, capsys):
+    slow = write_recording(tmp_path / "slow_raw.fif", 60, sfreq=64.0)
+    out = tmp_path / "a"
+    code, _, err = run_cli(capsys, "--recording", slow.as_uri() + "?min_sfreq=50", "--out", out)
+    assert code == 0, err
+    assert json.loads((out / "summary.json").read_text())["sfreq"] == 250.0
+    out = tmp_path / "b"
+    code, _, err = run_cli(capsys, "--recording", "sleeper://?sfreq=128&hours=0.02", "--out", out)
+    assert code == 0, err
+    assert json.loads((out / "summary.json").read_text())["sfreq"] == 128.0
+
+
+@pytest.mark.parametrize(
+    "spec, option, fragments",
+    [
+        ("{slow}?min_sfreq=50", ["--min-sfreq", "60"], ["min_sfreq", "--min-sfreq 60", "=50"]),
+        ("sleeper://?sfreq=128&hours=0.02", ["--sfreq", "250"], ["--sfreq 250", "sfreq=128"]),
+    ],
+)
+def test_a_cli_option_contradicting_the_spec_is_a_one_line_error(
+    tmp_path, capsys, spec, option, fragments
+):
+    slow = write_recording(tmp_path / "slow_raw.fif", 60, sfreq=64.0)
+    spec = spec.format(slow=slow.as_uri())
+    code, _, err = run_cli(capsys, "--recording", spec, *option, "--out", tmp_path / "o")
+    one_line_error(code, err, *fragments)
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_the_min_sfreq_advice_works_from_the_cli(tmp_path, capsys):
+    slow = write_recording(tmp_path / "slow_raw.fif", 60, sfreq=64.0)
+    code, _, err = run_cli(capsys, "--recording", slow, "--out", tmp_path / "o")
+    line = one_line_error(code, err, "--min-sfreq 64", "?min_sfreq=64")
+    assert "below min_sfreq=100 Hz" in line
+    code, _, err = run_cli(
+        capsys, "--recording", slow, "--min-sfreq", "64", "--out", tmp_path / "a"
+    )
+    assert code == 0, err
+    spec = slow.as_uri() + "?min_sfreq=64"
+    code, _, err = run_cli(capsys, "--recording", spec, "--out", tmp_path / "b")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--recording", "{rec}", "--sfreq", "40"], ["at least 50 Hz", "got 40 Hz"]),
+        (["--recording", "{rec}", "--sfreq", "49.5"], ["whole number", "got 49.5"]),
+        (["--recording", "{rec}?sfreq=40"], ["at least 50 Hz", "got 40 Hz"]),
+        (["--recording", "{rec}", "--sfreq", "250.5"], ["whole number of Hz", "got 250.5"]),
+        (["--recording", "sleeper://?sfreq=250.5"], ["whole number of Hz", "got 250.5"]),
+        (["--hours", "0.1", "--sfreq", "250.5"], ["whole number of Hz", "got 250.5"]),
+    ],
+)
+def test_a_device_rate_the_firmware_cannot_run_is_refused_before_the_night(
+    tmp_path, capsys, monkeypatch, args, fragments
+):
+    import sim.runner
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the source was opened before the rate was checked")
+
+    monkeypatch.setattr(sim.runner, "open_source", no_loading)
+    rec = write_recording(tmp_path / "night_raw.fif", 60).as_uri()
+    argv = [a.format(rec=rec) for a in args]
+    code, _, err = run_cli(capsys, *argv, "--out", tmp_path / "o")
+    one_line_error(code, err, "sfreq", *fragments)
+
+
+@pytest.mark.parametrize(
+    "sfreq, fragments", [(40.0, ["at least 50 Hz", "got 40 Hz"]), (250.5, ["whole number"])]
+)
+def test_the_firmware_refuses_a_rate_it_cannot_run_at(sfreq, fragments):
+    """Whatever the source (here one opened by the caller), the application checks it."""
+    eeg = slow_wave_eeg(60, sfreq, seed=0)
+    src = ArraySource(eeg[np.newaxis], sfreq, [("C4-M1", "eeg")])
+    with pytest.raises(UserInputError) as err:
+        Night(RunConfig(source="test"), src)
+    assert all(f in str(err.value) for f in fragments) and "\n" not in str(err.value)
+
+
+def test_a_program_that_needs_a_higher_rate_says_so():
+    """The onset program's beta band (16-30 Hz) does not exist at 60 Hz; clas runs there."""
+    eeg = slow_wave_eeg(60, 60.0, seed=0)
+    src = ArraySource(eeg[np.newaxis], 60.0, [("C4-M1", "eeg")])
+    with pytest.raises(UserInputError, match="'onset'.* 60 Hz"):
+        Night(RunConfig(source="test", program="onset"), src)
+    assert Night(RunConfig(source="test"), src).run().summary["epochs"] == 2
