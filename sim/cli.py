@@ -92,14 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--sfreq",
         type=_positive_float,
-        default=250.0,
-        help="device sampling rate in Hz; recordings are resampled to it (default: 250)",
+        default=None,
+        help="device sampling rate in Hz, a whole number >= 50; recordings are resampled to "
+        "it (default: the source's ?sfreq= if it has one, else 250)",
     )
     sim.add_argument(
         "--min-sfreq",
         type=_positive_float,
-        default=100.0,
-        help="lowest recording rate accepted in Hz (default: 100)",
+        default=None,
+        help="lowest recording rate accepted in Hz (default: the source's ?min_sfreq= if "
+        "it has one, else 100)",
     )
     sim.add_argument(
         "--scenario",
@@ -171,7 +173,7 @@ def _summary_screen(summary: dict, out: str, output_s: float) -> str:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run ``slumbersync simulate``."""
-    from sim.outputs import write_outputs
+    from sim.outputs import prepare_output_folder, remove_created_folders, write_outputs
     from sim.runner import RunConfig, run_night
 
     source = args.recording or f"sleeper://?hours={args.hours:g}"
@@ -188,7 +190,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     progress = ProgressBar("simulating") if show else None
-    result = run_night(config, progress=progress)
+    # An --out that cannot hold the outputs is an error now, not after the night.
+    created = prepare_output_folder(args.out)
+    try:
+        result = run_night(config, progress=progress)
+    except BaseException:
+        remove_created_folders(created)
+        raise
     t0 = time.perf_counter()
     out = write_outputs(result, args.out, report=not args.no_report)
     # summary.json is already written: the time the outputs took is only shown.

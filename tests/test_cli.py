@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import mne
 import numpy as np
@@ -251,3 +252,124 @@ def test_program_name_with_dollars_and_a_latin1_file(tmp_path, capsys):
     latin.write_bytes(('description = "caf\u00e9"\n' + text).encode("latin-1"))
     code, _, err = run_cli(capsys, "--hours", "0.05", "--program", latin, "--out", tmp_path / "b")
     assert code == 2 and "not UTF-8" in err and len(err.strip().splitlines()) == 1
+
+
+def _no_night(*args, **kwargs):
+    raise AssertionError("the night was simulated before --out was checked")
+
+
+def _assert_one_line_error(code, err, *fragments):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("slumbersync: error:"), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], err
+
+
+@pytest.mark.parametrize("where", ["parent_is_a_file", "out_is_a_file"])
+def test_unusable_out_is_refused_before_the_night(tmp_path, capsys, monkeypatch, where):
+    """An --out that cannot hold files is a one-line error before anything is simulated
+    (it used to be a traceback from the first temporary file, after the whole night)."""
+    import sim.runner
+
+    monkeypatch.setattr(sim.runner, "run_night", _no_night)
+    (tmp_path / "afile").write_text("not a folder")
+    out = tmp_path / "afile" / "run" if where == "parent_is_a_file" else tmp_path / "afile"
+    code, _, err = run_cli(capsys, "--hours", "0.05", "--out", out)
+    _assert_one_line_error(code, err, str(out))
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+def test_out_where_no_file_can_be_created_is_refused_before_the_night(
+    tmp_path, capsys, monkeypatch
+):
+    """A folder that exists but refuses new files (read-only, full, not ours); simulated
+    by a failing mkstemp so that it holds when the tests run as root too."""
+    import tempfile
+
+    import sim.runner
+
+    monkeypatch.setattr(sim.runner, "run_night", _no_night)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    (tmp_path / "ro").mkdir()
+    code, _, err = run_cli(capsys, "--hours", "0.05", "--out", tmp_path / "ro")
+    _assert_one_line_error(code, err, "ro", "Permission denied")
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders"
+)
+def test_read_only_out_is_refused_before_the_night(tmp_path, capsys, monkeypatch):
+    import sim.runner
+
+    monkeypatch.setattr(sim.runner, "run_night", _no_night)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        code, _, err = run_cli(capsys, "--hours", "0.05", "--out", ro)
+    finally:
+        ro.chmod(0o755)
+    _assert_one_line_error(code, err, str(ro))
+    assert list(ro.iterdir()) == []
+
+
+def test_a_failed_run_leaves_no_empty_out_folder_behind(tmp_path, capsys):
+    """The early --out check creates the folder; a user error in the night removes the
+    folders it created (and only those, and only when still empty)."""
+    (tmp_path / "keep").mkdir()
+    out = tmp_path / "keep" / "new" / "run"
+    code, _, err = run_cli(capsys, "--recording", tmp_path / "missing.edf", "--out", out)
+    _assert_one_line_error(code, err, "No such recording")
+    assert not (tmp_path / "keep" / "new").exists() and (tmp_path / "keep").is_dir()
+
+
+def test_bad_hypnogram_file_is_one_line_with_its_line(tmp_path, capsys):
+    hyp = tmp_path / "h.csv"
+    hyp.write_text("epoch_start_s,stage\n0,W\n30\n")
+    code, _, err = run_cli(
+        capsys, "--recording", f"sleeper://?hypnogram={hyp}", "--out", tmp_path / "o"
+    )
+    _assert_one_line_error(code, err, "'hypnogram'", "h.csv", "line 3")
+
+
+def test_scenario_injections_after_the_night_are_not_logged(tmp_path, capsys):
+    """wake-button presses the button at 100 s and 170 s: a 2-min night ends before the
+    second press, which must neither happen nor be logged."""
+    out = tmp_path / "o"
+    code, _, err = run_cli(
+        capsys,
+        "--hours",
+        str(120 / 3600),
+        "--scenario",
+        "wake-button",
+        "--out",
+        out,
+        "--no-report",
+    )
+    assert code == 0, err
+    world = [e for e in read_events(out) if e["kind"] == "world"]
+    assert all(e["t"] < 120.0 for e in world), world
+    injected = [(e["t"], e["event"]) for e in world if e["event"].startswith(("button", "rearm"))]
+    assert injected == [(100.0, "button-down"), (100.5, "button-up")]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="sim/runner.py _block_work gives the dsp task the budget left after a late "
+    "acquisition as its deadline (negative when acquisition was held up); not fixed here",
+)
+def test_app_hang_deadlines_are_positive(tmp_path, capsys):
+    out = tmp_path / "o"
+    code, _, err = run_cli(
+        capsys, "--hours", "0.1", "--scenario", "app-hang", "--out", out, "--no-report"
+    )
+    assert code == 0, err
+    misses = [e for e in read_events(out) if e["kind"] == "deadline"]
+    assert misses
+    assert all(e["deadline_ms"] > 0 and e["response_ms"] > e["deadline_ms"] for e in misses), misses
