@@ -360,11 +360,12 @@ class Night:
     def _block_work(self):
         period = self.block / self.device_rate
         acq = self.app.acquisition_cycles()
-        release = self.env.now
+        arrival = self.env.now
         yield from self.mcu.run("acquisition", PRIO_ACQUISITION, acq, period)
-        # The dsp task's deadline runs from the block's arrival, not from its own release.
+        # The dsp task's deadline runs from the block's arrival, not from its own release
+        # (a miss is logged as the time since the arrival against the period).
         yield from self.mcu.run(
-            "dsp", PRIO_DSP, self.app.block_cycles() - acq, period - (self.env.now - release)
+            "dsp", PRIO_DSP, self.app.block_cycles() - acq, period, deadline_from=arrival
         )
 
     def _ticker(self, first_block_end: int, busy: Callable[[], bool]):

@@ -359,11 +359,6 @@ def test_scenario_injections_after_the_night_are_not_logged(tmp_path, capsys):
     assert injected == [(100.0, "button-down"), (100.5, "button-up")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sim/runner.py _block_work gives the dsp task the budget left after a late "
-    "acquisition as its deadline (negative when acquisition was held up); not fixed here",
-)
 def test_app_hang_deadlines_are_positive(tmp_path, capsys):
     out = tmp_path / "o"
     code, _, err = run_cli(
