@@ -143,23 +143,28 @@ def _spec_options(spec: str) -> dict[str, str]:
     return dict(parse_qsl(parts.query, keep_blank_values=True))
 
 
-def _rate_option(config: RunConfig, name: str, flag: str) -> float | None:
+def _spec_option(config: RunConfig, name: str, flag: str) -> object:
     """``config.<name>`` reconciled with the spec's ``?<name>=``: the value to pass.
 
     An option written in the spec wins over a default (None here); a value given in the
-    config too must agree with it (one line naming both otherwise).
+    config too must agree with it (one line naming both otherwise). Rates agree when
+    their numbers do (``250`` and ``250.0``), channel names when their text does.
     """
     given = getattr(config, name)
     written = _spec_options(config.source).get(name)
     if given is None or written is None:
         return given  # None: the backend takes the spec's value, or its default
-    try:
-        same = float(written) == float(given)
-    except ValueError:
-        return given  # not a number: the backend says so, naming the key
+    if isinstance(given, str):
+        same = written == given
+    else:
+        try:
+            same = float(written) == float(given)
+        except ValueError:
+            return given  # not a number: the backend says so, naming the key
     if not same:
+        shown = given if isinstance(given, str) else f"{float(given):g}"
         raise UserInputError(
-            f"Conflicting values for {name}: {flag} {float(given):g} but {name}={written} in "
+            f"Conflicting values for {name}: {flag} {shown} but {name}={written} in "
             f"the source {config.source!r}; give it in one place (the source's value is used "
             f"when {flag} is left out)."
         )
@@ -175,7 +180,7 @@ def open_configured_source(config: RunConfig) -> SignalSource:
     is loaded.
     """
     spec = config.source
-    sfreq = _rate_option(config, "sfreq", "--sfreq")
+    sfreq = _spec_option(config, "sfreq", "--sfreq")
     written = _spec_options(spec).get("sfreq")
     if sfreq is not None:
         check_device_rate(sfreq)
@@ -188,11 +193,12 @@ def open_configured_source(config: RunConfig) -> SignalSource:
             check_device_rate(rate)
     if spec.startswith("sleeper:"):
         # The run's seed seeds the sleeper unless the spec names its own.
-        if "seed=" in spec:
+        if "seed" in _spec_options(spec):
             return open_source(spec, sfreq=sfreq)
         return open_source(spec, sfreq=sfreq, seed=config.seed)
-    min_sfreq = _rate_option(config, "min_sfreq", "--min-sfreq")
-    return open_source(spec, sfreq=sfreq, channel=config.channel, min_sfreq=min_sfreq)
+    min_sfreq = _spec_option(config, "min_sfreq", "--min-sfreq")
+    channel = _spec_option(config, "channel", "--channel")
+    return open_source(spec, sfreq=sfreq, channel=channel, min_sfreq=min_sfreq)
 
 
 class Night:
@@ -279,6 +285,7 @@ class Night:
             "withheld": 0,
             "sham": 0,
             "late": 0,
+            "after_end": 0,
         }
 
     # -- the safety island --------------------------------------------------------------------
@@ -436,6 +443,11 @@ class Night:
         if decided > fire_t:
             self.counts["late"] += 1
             event.update(delivered=False, reason="late")
+        elif req.onset_index >= self.n_samples:
+            # Decided in the night's last moments for after its end: the recording (or the
+            # virtual night) has no sample left to hear it, so it is logged, not played.
+            self.counts["after_end"] += 1
+            event.update(delivered=False, reason="after the night's end")
         else:
             yield self.env.timeout(fire_t - self.env.now)
             stim = Stimulus(

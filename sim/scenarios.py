@@ -266,7 +266,7 @@ class Scenario:
         Injections at or after the night's end (its last sample) never happen: they are
         dropped here (and logged), not run on after the night nor written as events.
         """
-        end = night.t_of(night.n_total)
+        end = night.t_of(night.n_samples)
         late = sorted((t, a) for t, a in self.injections if not t < end)
         if late:
             logger.info(

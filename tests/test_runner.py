@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import ArraySource, slow_wave_eeg
 
-from hal.base import UserInputError
+from hal.base import DEFAULT_BLOCK, UserInputError
 from sim.runner import Night, RunConfig, open_configured_source, run_night
 
 SFREQ = 250.0
@@ -256,6 +256,7 @@ def test_the_cli_takes_rates_from_the_spec(tmp_path, capsys):
     [
         ("{slow}?min_sfreq=50", ["--min-sfreq", "60"], ["min_sfreq", "--min-sfreq 60", "=50"]),
         ("sleeper://?sfreq=128&hours=0.02", ["--sfreq", "250"], ["--sfreq 250", "sfreq=128"]),
+        ("{slow}?channel=C3-A1", ["--channel", "EOG1"], ["--channel EOG1", "channel=C3-A1"]),
     ],
 )
 def test_a_cli_option_contradicting_the_spec_is_a_one_line_error(
@@ -327,3 +328,30 @@ def test_a_program_that_needs_a_higher_rate_says_so():
     with pytest.raises(UserInputError, match="'onset'.* 60 Hz"):
         Night(RunConfig(source="test", program="onset"), src)
     assert Night(RunConfig(source="test"), src).run().summary["epochs"] == 2
+
+
+def test_a_channel_given_in_both_places_alike_is_accepted(tmp_path):
+    path = write_recording(tmp_path / "night_raw.fif", 60)
+    config = RunConfig(source=path.as_uri() + "?channel=C3-A1", channel="C3-A1", record=False)
+    assert run_night(config).ch_names[0] == "C3-A1"
+
+
+def test_a_stimulus_due_after_the_nights_end_is_logged_not_played():
+    # Decisions are causal: cutting the recording between a decision and its onset keeps
+    # the decision, whose onset then has no sample left to be heard in.
+    eeg = slow_wave_eeg(600, SFREQ, seed=3)
+    full = Night(RunConfig(source="test"), ArraySource(eeg[np.newaxis], SFREQ, [("C4", "eeg")]))
+    played = [e for e in full.run().events if e["kind"] == "stim" and e["delivered"]]
+    assert played
+    stim = played[-1]
+    onset = round(stim["t"] * SFREQ)
+    # Decided in a whole block before the cut (the samples after the last block are staged
+    # only, never scanned for triggers).
+    assert round(stim["decided_t"] * SFREQ) <= (onset - 1) // DEFAULT_BLOCK * DEFAULT_BLOCK
+    cut = ArraySource(eeg[np.newaxis, : onset - 1], SFREQ, [("C4", "eeg")])
+    result = Night(RunConfig(source="test"), cut).run()
+    last = [e for e in result.events if e["kind"] == "stim"][-1]
+    assert last["t"] == stim["t"] and not last["delivered"]
+    assert last["reason"] == "after the night's end"
+    assert result.summary["stimuli"]["after_end"] == 1
+    assert result.summary["stimuli"]["delivered"] == len(played) - 1
