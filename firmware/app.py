@@ -715,8 +715,8 @@ class Application:
 
     def _log_bad_stretches(self, start: int, causes: np.ndarray) -> list[dict]:
         logs: list[dict] = []
-        if causes.size == 0:
-            return logs
+        if causes.size == 0 or (self._bad_run is None and not causes.any()):
+            return logs  # the usual chunk: good signal, no bad stretch open
         change = np.flatnonzero(np.diff(np.concatenate([[-1], causes])) != 0)
         for i in change.tolist():
             c = int(causes[i])
