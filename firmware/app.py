@@ -489,12 +489,15 @@ class Application:
         if len(self.rows_eeg) > 1:
             eeg_flags = np.bitwise_or.reduce(flags[self.rows_eeg], axis=0)
         causes, q_scan = self.quality.peek(eeg, eeg_flags)
+        bad_samples = np.repeat(causes != 0, self.block)
         t_snapshot = self.trigger.snapshot()
         t_in = data[self._trigger_rows] if self._multirow else eeg
         cands = self.trigger.scan(t_in, start)
         a_snapshot = self.arousal.snapshot()
         a_rows = data[self._arousal_rows]
-        arousals = self.arousal.scan(a_rows if a_rows.shape[0] > 1 else a_rows[0], start)
+        arousals = self.arousal.scan(
+            a_rows if a_rows.shape[0] > 1 else a_rows[0], start, bad=bad_samples
+        )
         # Arousals decided in this chunk hold back the candidates decided after them; the
         # committed state is updated below from the events of the part that is kept.
         pause = copy.copy(self.arousal_pause)
@@ -530,7 +533,9 @@ class Application:
             self.trigger.scan(t_in[..., :end], start)
             self.arousal.restore(a_snapshot)
             prefix = a_rows[:, :end]
-            arousals = self.arousal.scan(prefix if prefix.shape[0] > 1 else prefix[0], start)
+            arousals = self.arousal.scan(
+                prefix if prefix.shape[0] > 1 else prefix[0], start, bad=bad_samples[:end]
+            )
         for ev in sorted(arousals, key=lambda e: e.decision_index):
             self.arousal_pause.apply(ev)
         causes = causes[:n_blocks]
@@ -548,7 +553,7 @@ class Application:
                     "value": round(ev.value, 3),
                 }
             )
-        stages = self._feed_stager(start, data[:, :end], np.repeat(causes != 0, self.block))
+        stages = self._feed_stager(start, data[:, :end], bad_samples[:end])
         self.next_index = start + end
         return ChunkResult(end, stims, stages, logs)
 

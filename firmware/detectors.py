@@ -401,6 +401,8 @@ def _slow_wave_loop(
 ) = range(21)
 
 
+_NO_HOLD = np.empty(0, dtype=np.uint8)
+
 #: Nats around an arousal threshold within which the kernel takes the logarithm exactly.
 _AROUSAL_LOG_MARGIN = 1e-9
 
@@ -418,9 +420,11 @@ def _arousal_loop(
     st: np.ndarray,
     ring: np.ndarray,
     p: np.ndarray,
+    hold: np.ndarray,
 ) -> np.ndarray:  # pragma: no cover
     """Arousal state machine over band-passed EEG ``e``, EMG ``m`` (empty when absent) and
-    accelerometer rows ``acc`` (0, 1 or 3 rows).
+    accelerometer rows ``acc`` (0, 1 or 3 rows). The baselines are not updated at samples
+    where ``hold`` (uint8, empty: nowhere) is set.
 
     ``ring`` holds the last W squared EEG samples of the moving window.
     ``p`` = [log_margin, a_emg, a_base, block, eeg_ratio_log, emg_ratio_log, move_g,
@@ -446,6 +450,7 @@ def _arousal_loop(
     )
     n = e.shape[0]
     has_emg = m.shape[0] == n
+    has_hold = hold.shape[0] == n
     n_acc = acc.shape[0]
     out = np.empty((n // 50 + 4, _N_COLS))
     k = 0
@@ -475,7 +480,9 @@ def _arousal_loop(
         # stretch of wake becomes the new normal instead of an endless arousal.
         # A dead input (a lead-off reads exact zeros) leaves the baselines where they were:
         # learnt on nothing, they would make the signal's return look like an arousal.
-        if (idx + 1) % blk == 0 and pe > _DEAD_POWER_UV2:
+        # Nor does bad signal (a flat stretch reads the converter's noise, a pop saturates):
+        # learnt on it, the baselines would make good signal look like an arousal, or hide one.
+        if (idx + 1) % blk == 0 and pe > _DEAD_POWER_UV2 and not (has_hold and hold[i]):
             st[_AR_NUPD] += 1.0
             a = max(1.0 / st[_AR_NUPD], a_base)
             st[_AR_BE] += a * (np.log(u_e) - st[_AR_BE])
@@ -1030,7 +1037,7 @@ class ArousalDetector(_Streaming):
                 raise ValueError(f"{name} has {row.shape[-1]} samples, EEG {eeg.size}.")
         return eeg, emg, acc
 
-    def scan(self, x, start: int) -> list[Event]:
+    def scan(self, x, start: int, bad: np.ndarray | None = None) -> list[Event]:
         """Process the next samples.
 
         Parameters
@@ -1042,6 +1049,10 @@ class ArousalDetector(_Streaming):
             ``accel_axes`` rows. What is given must match the constructor.
         start : int
             Absolute index of the first sample; calls must be contiguous.
+        bad : ndarray of bool, shape (n,), optional
+            Samples of bad EEG signal (the application's quality check): the baselines
+            hold there. Signs are still judged (a movement that spoils the EEG is an
+            arousal all the same).
 
         Returns
         -------
@@ -1052,10 +1063,15 @@ class ArousalDetector(_Streaming):
         self._check_start(start, eeg.size)
         if eeg.size == 0:
             return []
+        hold = _NO_HOLD
+        if bad is not None:
+            hold = np.ascontiguousarray(bad, dtype=np.uint8)
+            if hold.shape != eeg.shape:
+                raise ValueError(f"bad has shape {hold.shape}, the EEG {eeg.shape}.")
         e = _biquads(self.sos_eeg, self._ze, eeg)
         m = _biquads(self.sos_emg, self._zm, emg) if emg is not None else np.empty(0)
         a = acc if acc is not None else np.empty((0, eeg.size))
-        return self._events(_arousal_loop(e, m, a, start, self._st, self._ring, self._p))
+        return self._events(_arousal_loop(e, m, a, start, self._st, self._ring, self._p, hold))
 
 
 # REM-distress state (float64 array).

@@ -271,6 +271,28 @@ def test_arousal_threshold_shortcut_changes_nothing(seed, eeg_ratio):
     np.testing.assert_array_equal(fast._st, exact._st)
 
 
+def test_a_flat_stretch_marked_bad_does_not_make_an_arousal_of_the_signal_that_follows():
+    # A minute of flat line (the converter's noise alone) would teach the baseline a tiny
+    # power: the EEG that comes back would look like an arousal and pause stimulation.
+    rng = np.random.default_rng(0)
+    eeg = colored_noise(rng, int(400 * FS), 1.0, 20.0)
+    i0, i1 = int(150 * FS), int(210 * FS)
+    eeg[i0:i1] = 0.3 * rng.standard_normal(i1 - i0)
+    bad = np.zeros(eeg.size, dtype=bool)
+    bad[i0 + int(FS) : i1] = True  # the quality check needs a second to call it flat
+    unaware = ArousalDetector(FS, 8).scan(eeg, 0)
+    assert [round(e.onset_index / FS) for e in unaware if e.confirmed] == [210]
+    assert rows(scan_in_pieces(ArousalDetector(FS, 8), eeg, [1000, 37])) == rows(unaware)
+    aware = ArousalDetector(FS, 8)
+    pos, events = 0, []
+    for size in [1000, 37] * (eeg.size // 1037 + 1):  # in pieces, the mask alongside
+        if pos >= eeg.size:
+            break
+        events += aware.scan(eeg[pos : pos + size], pos, bad=bad[pos : pos + size])
+        pos += size
+    assert events == []
+
+
 def test_short_alpha_burst_is_not_an_arousal():
     rng = np.random.default_rng(10)
     eeg = colored_noise(rng, int(120 * FS), 2.0, 15.0)

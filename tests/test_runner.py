@@ -355,3 +355,26 @@ def test_a_stimulus_due_after_the_nights_end_is_logged_not_played():
     assert last["reason"] == "after the night's end"
     assert result.summary["stimuli"]["after_end"] == 1
     assert result.summary["stimuli"]["delivered"] == len(played) - 1
+
+
+def test_stimulation_resumes_after_a_flat_stretch_once_its_hold_off_is_over():
+    # A minute of flat line must not teach the arousal detector's baseline the converter's
+    # noise: the returning EEG would look like repeated arousals and pause stimulation
+    # for minutes (it did: no stimulus in the 340 s after the stretch).
+    eeg = slow_wave_eeg(1100, SFREQ, seed=3)
+    flat = eeg.copy()
+    flat[int(600 * SFREQ) : int(660 * SFREQ)] = 0.0
+
+    def delivered_after_the_stretch(x):
+        night = Night(
+            RunConfig(source="test", record=False), ArraySource(x[None], SFREQ, [("C4", "eeg")])
+        )
+        events = night.run().events
+        assert any(e.get("event") == "bad_signal" for e in events) == (x is flat)
+        return [
+            e for e in events if e["kind"] == "stim" and e["delivered"] and 660 <= e["t"] < 1000
+        ]
+
+    clean = delivered_after_the_stretch(eeg)
+    assert len(clean) > 50
+    assert len(delivered_after_the_stretch(flat)) >= 0.9 * len(clean)
