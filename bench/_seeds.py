@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections.abc import Callable
 
+from bench._json import json_line
 
-def seeds_main(doc: str, compare: Callable[[list[int]], dict], argv: list[str] | None) -> int:
+
+def seeds_main(
+    doc: str,
+    compare: Callable[[list[int]], dict],
+    argv: list[str] | None,
+    prog: str | None = None,
+) -> int:
     """Parse ``--seeds N``, run ``compare`` on seeds 1..N and print its JSON line.
 
     Parameters
@@ -19,10 +25,12 @@ def seeds_main(doc: str, compare: Callable[[list[int]], dict], argv: list[str] |
         Takes the seeds, returns a JSON-serialisable result.
     argv : list of str or None
         Arguments (None: the command line).
+    prog : str, optional
+        How ``--help`` names the command (``"python -m bench.onset"``).
     """
-    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=6, help="nights (seeds 1..N)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    print(json.dumps(compare(list(range(1, args.seeds + 1)))))
+    print(json_line(compare(list(range(1, args.seeds + 1)))))
     return 0

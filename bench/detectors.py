@@ -32,7 +32,6 @@ Prints a table and, as its last line, one JSON object with the figures.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench._json import json_line
 from bench.phase import DREAMS_EXCERPTS, FS, load_dreams
 from firmware.detectors import ArousalDetector, Event, SlowWaveDetector, SpindleDetector
 
@@ -266,7 +266,9 @@ def format_table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.detectors", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--dreams", type=Path, required=True, help="folder of the DREAMS excerpts")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -275,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result = run(args.dreams)
     print(format_table(result))
-    print(json.dumps(result))
+    print(json_line(result))
     return 0
 
 

@@ -27,7 +27,6 @@ documented last resort: distress lasting 30 s with stimulation in it).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import tempfile
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench._json import json_line
 from sim.runner import RunConfig, RunResult, run_night
 
 logger = logging.getLogger(__name__)
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['seed']:>4} {r['start_s']:>8.1f} {r['sham_s']:>7.1f} {r['guard_s']:>7.1f} "
             f"{r['ended_by']:>10} {r['pulses']:>6} {'yes' if r['woken'] else 'no'}"
         )
-    print(json.dumps(res))
+    print(json_line(res))
     return 0
 
 

@@ -125,7 +125,7 @@ def compare(seeds: list[int]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``python -m bench.onset``)."""
-    return seeds_main(__doc__, compare, argv)
+    return seeds_main(__doc__, compare, argv, prog="python -m bench.onset")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ pooled, per estimator.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
+from bench._json import json_line
 from firmware.phase import Candidate, make_estimator
 from sim import analysis
 
@@ -108,30 +108,41 @@ def load_dreams(folder: Path, name: str) -> Recording:
 
 
 def load_recording(
-    path: Path, channel: str, hypnogram: Path | None, sfreq: float | None
+    path: Path, channel: str | None, hypnogram: Path | None, sfreq: float | None
 ) -> Recording:
-    """Load one channel of any recording MNE reads (or a DREAMS text file)."""
+    """Load one EEG channel of any recording MNE reads (or a DREAMS text file) at 250 Hz.
+
+    A recording is loaded as the simulator loads it (:class:`hal.recording.RecordingSource`:
+    the same units, EDF headers that write ``UV`` included, and the same resampling to the
+    device rate), at whatever rate it was recorded. A ``.txt`` file is a DREAMS excerpt:
+    one value in µV per line, at ``sfreq`` or the rate the database gives for it.
+    """
     if path.suffix == ".txt":
         x = _read_dreams_txt(path)
         rate = sfreq or DREAMS_RATES.get(path.stem)
         if rate is None:
             raise SystemExit(f"{path}: a text recording needs --sfreq.")
+        x_uv = _resample(x, rate)
     else:
-        import mne
+        from hal.base import UserInputError
+        from hal.recording import RecordingSource
 
-        raw = mne.io.read_raw(path, preload=False, verbose="error")
-        if channel not in raw.ch_names:
-            raise SystemExit(f"{path}: no channel {channel!r}; channels are {raw.ch_names}.")
-        raw.pick([channel]).load_data(verbose="error")
-        x = raw.get_data(units="uV")[0]
-        rate = raw.info["sfreq"]
+        try:
+            # min_sfreq=0: the phase of 0.5-2 Hz waves needs no high recording rate.
+            source = RecordingSource.from_path(
+                path, channel=channel, eog=False, emg=False, ecg=False, sfreq=FS, min_sfreq=0
+            )
+        except UserInputError as err:
+            raise SystemExit(f"bench.phase: error: {err}") from None
+        with source:
+            x_uv = source.read(0, source.info.n_samples)[0] * 1e6
     if hypnogram is None:
         # No stages: every segment counts as N2/N3 (the stage gate and its metrics are void).
         step = 30.0
-        stages = np.array(["N2"] * math.ceil(x.size / rate / step))
+        stages = np.array(["N2"] * math.ceil(x_uv.size / FS / step))
     else:
         stages, step = _read_hypnogram(hypnogram)
-    return Recording(path.stem, _resample(x, rate), stages, step)
+    return Recording(path.stem, x_uv, stages, step)
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -358,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(recs, args.estimators.split(","), args.ngo_threshold, args.gate == "online")
     result["wall_s"] = round(time.perf_counter() - t0, 2)
     print(format_table(result))
-    print(json.dumps(result))
+    print(json_line(result))
     return 0
 
 

@@ -21,12 +21,12 @@ the night (all channels, sequential 30-s reads).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 
 import numpy as np
 
+from bench._json import json_line
 from hal.base import STAGES
 from sim.sleeper import VirtualSleeper
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     res = evaluate(args.seed, args.hours, artifacts=not args.no_artifacts, sfreq=args.sfreq)
-    print(json.dumps(res))
+    print(json_line(res))
     return 0
 
 

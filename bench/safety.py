@@ -15,7 +15,6 @@ with an oracle that checks S1-S6 after every step. Its last line is one JSON obj
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -23,6 +22,7 @@ import time
 
 import numpy as np
 
+from bench._json import json_line
 from firmware.safety import SLEEPER_CAUSES, SafetyConfig, SafetyIsland, rearm_frame
 from hal.base import Stimulus, Transducer
 
@@ -553,7 +553,9 @@ def campaign(n: int, seed: int = 0) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m bench.safety --scenarios N --json``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.safety", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--scenarios", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
@@ -565,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{out['scenarios']} scenarios, {out['violations']} with violations, "
             f"{out['trips']} trips, worst kill latency {out['kill_latency_ms']['max']:.3f} ms\n"
         )
-    print(json.dumps(out))
+    print(json_line(out))
     return 0 if out["violations"] == 0 else 1
 
 

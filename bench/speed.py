@@ -18,7 +18,6 @@ Its last line is one JSON object. Ratios below 1 mean SlumberSync is faster than
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import resource
 import subprocess
@@ -28,6 +27,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bench._json import json_line
 
 logger = logging.getLogger("bench.speed")
 
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(k) for k in out)
     for key, value in out.items():
         print(f"{key:<{width}}  {value}")
-    print(json.dumps(out))
+    print(json_line(out))
     return 0
 
 

@@ -25,7 +25,6 @@ Virtual nights use seeds from 5000 on; the model is trained on seeds 1000-1999
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from collections import Counter
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
+from bench._json import json_line
 from firmware.staging import OnlineStager, score
 from hal.base import STAGES
 
@@ -275,17 +275,6 @@ def _pool(results: dict[str, dict], key: str, names: list[str]) -> dict[str, obj
     return score(t, p)
 
 
-def _no_nan(obj: object) -> object:
-    """Strict JSON: NaN (no scorable epoch) becomes null."""
-    if isinstance(obj, dict):
-        return {k: _no_nan(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_no_nan(v) for v in obj]
-    if isinstance(obj, float) and obj != obj:
-        return None
-    return obj
-
-
 def _print_table(results: dict[str, dict]) -> None:
     head = ("recording", "n", "online acc", "kappa", "YASA acc", "kappa")
     print("{:34s} {:>4s} {:>10s} {:>6s} {:>9s} {:>6s}".format(*head))
@@ -314,7 +303,7 @@ def _print_details(name: str, r: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.staging", description=__doc__.split("\n")[0])
     ap.add_argument("--dreams", type=Path, help="folder of the DREAMS excerpts")
     ap.add_argument("--recording", type=Path, help="any recording MNE reads")
     ap.add_argument("--channel", help="EEG channel of --recording")
@@ -366,8 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for n, r in results.items()
     }
-    out = _no_nan({"recordings": slim, "pooled": pooled})
-    print(json.dumps(out, separators=(",", ":"), allow_nan=False))
+    print(json_line({"recordings": slim, "pooled": pooled}, separators=(",", ":")))
     return 0
 
 

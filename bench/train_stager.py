@@ -312,7 +312,9 @@ def train(
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.train_stager", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--nights", type=int, default=40)
     ap.add_argument("--first-seed", type=int, default=1000)
     ap.add_argument("--hours", type=float, default=8.0)
