@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime
 import functools
 import json
 import logging
@@ -179,6 +180,18 @@ def write_events(result: RunResult, path: Path) -> None:
     _write_text(path, writer)
 
 
+def format_seconds(seconds: float) -> str:
+    """A time in seconds as a plain decimal number, to the microsecond, without exponent.
+
+    ``30`` stays ``30`` and ``1000020`` stays ``1000020`` (``:g`` keeps six significant
+    digits: it writes ``1.00002e+06`` from 10^6 s on and ``100016`` for ``100015.5``); an
+    epoch start that is not a whole second (a device rate that is not a whole number of
+    samples per 30 s) keeps its fraction, to the microsecond as in ``events.jsonl``.
+    """
+    text = f"{float(seconds):.6f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
 def write_hypnogram(result: RunResult, path: Path) -> None:
     """Write ``hypnogram.csv`` (header ``epoch_start_s,stage``)."""
 
@@ -186,7 +199,7 @@ def write_hypnogram(result: RunResult, path: Path) -> None:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["epoch_start_s", "stage"])
         for start, stage in sorted(result.hypnogram):
-            w.writerow([f"{start:g}", stage])
+            w.writerow([format_seconds(start), stage])
 
     _write_text(path, writer)
 
@@ -261,8 +274,23 @@ def fif_channel_names(names: list[str]) -> list[str]:
     return out
 
 
+def recording_start(result: RunResult) -> datetime.datetime | None:
+    """When the night's first sample was recorded (UTC), if the source knows it.
+
+    A recording carries its start (``SourceInfo.meas_date``, POSIX seconds) into the
+    result's ``meas_date``; the virtual sleeper has none.
+    """
+    posix = result.meas_date
+    if posix is None:
+        return None
+    return datetime.datetime.fromtimestamp(float(posix), tz=datetime.UTC)
+
+
 def _recorded_raw(result: RunResult):
     """An MNE Raw that reads the recorded float32 samples one buffer at a time, in SI units.
+
+    Its ``meas_date`` is the recording's start when known (:func:`recording_start`), else
+    None; its first sample is sample 0 either way, so annotation onsets count from it.
 
     A RawArray needs the whole night as float64 volts: 350 MB for 8 h of six channels,
     whose allocation and conversion cost more than writing the file. This reader converts
@@ -289,6 +317,9 @@ def _recorded_raw(result: RunResult):
 
     types = [MNE_TYPES[r] for r in result.ch_roles]
     info = mne.create_info(fif_channel_names(result.ch_names), result.sfreq, types, verbose="error")
+    start = recording_start(result)
+    if start is not None:
+        info.set_meas_date(start)
     scale = np.array([1e-6 if r in MICROVOLT_ROLES else 1.0 for r in result.ch_roles])
     return _RecordedRaw(
         info,
@@ -299,7 +330,11 @@ def _recorded_raw(result: RunResult):
 
 
 def write_session_fif(result: RunResult, path: Path) -> None:
-    """Write ``session.fif``: the samples the firmware saw, with annotations."""
+    """Write ``session.fif``: the samples the firmware saw, with annotations.
+
+    Its ``meas_date`` is the recording's start when the source knows it (None for the
+    virtual sleeper); annotation onsets are seconds from the first sample either way.
+    """
     import mne
 
     if result.recorded is None:

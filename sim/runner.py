@@ -128,6 +128,7 @@ class RunResult:
     annotations: list[tuple[float, float, str]]
     recorded: np.ndarray | None = None  # µV (native units for accel), float32
     true_hypnogram: list[str] | None = None
+    meas_date: float | None = None  # POSIX time of the first sample, when known
 
 
 def _spec_options(spec: str) -> dict[str, str]:
@@ -670,6 +671,7 @@ class Night:
             annotations=[(a.onset, a.duration, a.description) for a in self.info.annotations],
             recorded=self.recorded,
             true_hypnogram=list(getattr(self.source, "hypnogram", None) or []) or None,
+            meas_date=self.info.meas_date,
         )
 
     def _stage_at(self, t: float) -> str | None:

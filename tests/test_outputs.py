@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 
 import mne
@@ -133,3 +134,81 @@ def test_a_recordings_stage_annotations_stay_apart_from_the_stagers(night):
     assert sum(d.startswith("Sleep stage ") for d in desc) == len(result.hypnogram)
     assert {"recording/Sleep stage W", "recording/Sleep stage 2", "arousal"} <= set(desc)
     assert ann == sorted(ann)
+
+
+# --------------------------------------------------------------------------------------
+# session.fif keeps the recording's start; hypnogram.csv writes plain numbers
+
+START = datetime.datetime(2003, 11, 17, 3, 27, tzinfo=datetime.UTC)
+
+
+def test_session_fif_keeps_the_recordings_start_and_relative_onsets(tmp_path, night):
+    assert getattr(night, "meas_date", None) is None  # the virtual sleeper has no date
+    write_outputs(fresh(night), tmp_path / "virtual", report=False)
+    raw = mne.io.read_raw_fif(tmp_path / "virtual" / "session.fif", verbose="error")
+    assert raw.info["meas_date"] is None
+
+    result = fresh(night)
+    result.meas_date = START.timestamp() + 0.25
+    result.annotations = [(12.5, 1.0, "arousal")]
+    outputs.write_session_fif(result, tmp_path / "session.fif")
+    raw = mne.io.read_raw_fif(tmp_path / "session.fif", verbose="error")
+    assert raw.info["meas_date"] == START + datetime.timedelta(seconds=0.25)
+    assert raw.first_samp == 0 and raw.annotations.orig_time == raw.info["meas_date"]
+    # Onsets still count from the first sample, as for an undated night.
+    ann = list(zip(raw.annotations.onset, raw.annotations.description, strict=True))
+    assert [o for o, d in ann if d == "arousal"] == pytest.approx([12.5])
+    stages = [o for o, d in ann if d.startswith("Sleep stage ")]
+    assert stages == pytest.approx([s for s, _ in night.hypnogram])
+
+
+def test_a_dated_recordings_session_fif_has_its_start(tmp_path):
+    rng = np.random.default_rng(0)
+    sfreq, seconds = 100.0, 90.0
+    data = 30e-6 * rng.standard_normal((1, round(sfreq * seconds)))
+    info = mne.create_info(["C3-A2"], sfreq, "eeg")
+    # Acquisition began 10 s before the first sample kept: the night starts at START + 10 s.
+    raw = mne.io.RawArray(data, info, first_samp=round(10 * sfreq), verbose=False)
+    raw.set_meas_date(START)
+    raw.set_annotations(mne.Annotations([40.0], [2.0], ["arousal"]))  # 40 s into the night
+    path = tmp_path / "night_raw.fif"
+    raw.save(path, verbose=False)
+    result = run_night(RunConfig(source=str(path), seed=0))
+    assert result.meas_date == pytest.approx(START.timestamp() + 10.0)
+    write_outputs(result, tmp_path / "out", report=False)
+    session = mne.io.read_raw_fif(tmp_path / "out" / "session.fif", verbose="error")
+    assert session.info["meas_date"] == START + datetime.timedelta(seconds=10)
+    onsets = dict(zip(session.annotations.description, session.annotations.onset, strict=False))
+    assert onsets["arousal"] == pytest.approx(40.0)
+
+
+def test_hypnogram_starts_are_plain_decimal_numbers(tmp_path, night):
+    # An ordinary night: the bytes the ":g" format always wrote.
+    outputs.write_hypnogram(night, tmp_path / "night.csv")
+    want = "epoch_start_s,stage\n" + "".join(f"{s:g},{stage}\n" for s, stage in night.hypnogram)
+    assert (tmp_path / "night.csv").read_text() == want
+
+    result = fresh(night)
+    result.hypnogram = [
+        (0.0, "W"),
+        (28770.5, "N1"),
+        (999_990.0, "N2"),
+        (1_000_020.0, "N2"),
+        (1_000_050.123456, "N3"),
+        (2_000_000.0000004, "R"),
+    ]
+    outputs.write_hypnogram(result, tmp_path / "long.csv")
+    assert (tmp_path / "long.csv").read_text().splitlines()[1:] == [
+        "0,W",
+        "28770.5,N1",
+        "999990,N2",
+        "1000020,N2",
+        "1000050.123456,N3",
+        "2000000,R",
+    ]
+    assert [outputs.format_seconds(s) for s in (-0.0, 30.0, 1e7 + 0.5, 3.0000005)] == [
+        "0",
+        "30",
+        "10000000.5",
+        "3.000001",
+    ]
