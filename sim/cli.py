@@ -177,7 +177,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from sim.outputs import prepare_output_folder, remove_created_folders, write_outputs
     from sim.runner import RunConfig, run_night
 
-    source = args.recording or f"sleeper://?hours={args.hours:g}"
+    source = args.recording or f"sleeper://?hours={args.hours:.12g}"
     if args.recording is None:
         logger.info("no --recording: simulating %g h on the virtual sleeper", args.hours)
     config = RunConfig(

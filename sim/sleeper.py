@@ -78,7 +78,59 @@ from sim.hypnogram import EPOCH_S, generate_hypnogram, normalize_stage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CHANNELS", "Person", "VirtualSleeper"]
+__all__ = ["CHANNELS", "MAX_HOURS", "MIN_HOURS", "Person", "VirtualSleeper", "parse_hours"]
+
+#: Longest virtual night, in hours.
+MAX_HOURS = 24.0
+#: Shortest virtual night: one 30-s epoch (1/120 h). Nothing shorter can be staged.
+MIN_HOURS = EPOCH_S / 3600.0
+#: :data:`MIN_HOURS` as messages show it, rounded up so that the number shown is accepted.
+MIN_HOURS_TEXT = f"{math.ceil(MIN_HOURS * 1e5) / 1e5:g}"
+
+
+def valid_hours(hours: float) -> bool:
+    """Whether a night of ``hours`` can be simulated: one 30-s epoch to 24 h (NaN: no)."""
+    # A microsecond of slack: 1/120 h written as a decimal may land a hair under 30 s.
+    return hours * 3600.0 >= EPOCH_S - 1e-6 and hours <= MAX_HOURS
+
+
+def parse_hours(value: object, where: str = "") -> float:
+    """The length of a virtual night in hours, from a number or its text.
+
+    Parameters
+    ----------
+    value : object
+        Hours, as a number or a string (``"0.5"``).
+    where : str
+        Where the value was read, for the message (``" in sleeper://"``).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    UserInputError
+        Not a number, or a night shorter than one 30-s epoch (0.00834 h) or longer than
+        24 h; the one-line message says what is allowed and what came.
+    """
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        hours = float(value) if isinstance(value, (int, float)) else float(str(value).strip())
+    except ValueError:
+        hours = math.nan
+    if not valid_hours(hours):  # also catches NaN
+        got = repr(value)
+        if 0.0 < hours * 3600.0 < EPOCH_S:
+            got += f" ({hours * 3600.0:g} s)"
+        raise UserInputError(
+            f"Invalid value for 'hours'{where}: allowed is a number of hours in "
+            f"[{MIN_HOURS_TEXT}, {MAX_HOURS:g}] (a night of at least one {EPOCH_S:g}-s epoch: "
+            f"{EPOCH_S:g} s = {MIN_HOURS_TEXT} h), got {got}."
+        )
+    return hours
+
 
 #: Channels of the virtual headband, EEG first. Names are data; callers pick by role.
 CHANNELS: tuple[ChannelSpec, ...] = (
@@ -757,7 +809,8 @@ class VirtualSleeper:
     seed : int
         Seed of the person and the night; the same seed gives the same samples.
     hours : float
-        Length of the night when no hypnogram is given (rounded to 30-s epochs).
+        Length of the night when no hypnogram is given (rounded to 30-s epochs): at least
+        one epoch (30 s = 0.00834 h), at most 24.
     sfreq : float
         Sampling rate in Hz (100-2000).
     hypnogram : sequence of str or None
@@ -806,9 +859,7 @@ class VirtualSleeper:
         self.artifacts = bool(artifacts)
         self.person = Person.draw(self._rng(_S_PERSON))
         if hypnogram is None:
-            if not 0.0 < float(hours) <= 24.0:
-                raise UserInputError(f"hours must be in (0, 24], got {hours!r}")
-            n_ep = max(1, round(float(hours) * 3600.0 / EPOCH_S))
+            n_ep = max(1, round(parse_hours(hours) * 3600.0 / EPOCH_S))
             self._hyp = generate_hypnogram(self._rng(_S_HYPNO), n_ep)
         else:
             self._hyp = [normalize_stage(s) for s in hypnogram]

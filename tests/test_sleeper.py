@@ -421,6 +421,33 @@ def test_spec_errors_name_the_key(spec: str, key: str) -> None:
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(("hours", "seconds"), [("0.001", "3.6"), ("0.008", "28.8")])
+def test_a_night_shorter_than_one_epoch_is_refused(hours: str, seconds: str) -> None:
+    """Not padded to 30 s in silence: one line says what is allowed and what came."""
+    wanted = r"at least one 30-s epoch: 30 s = 0\.00834 h"
+    with pytest.raises(UserInputError, match=rf"'hours' in sleeper://.*{wanted}") as err:
+        open_source(f"sleeper://?hours={hours}")
+    assert f"got '{hours}' ({seconds} s)" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(UserInputError, match=wanted) as err:
+        VirtualSleeper(seed=1, hours=float(hours))
+    assert f"got {hours} ({seconds} s)" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("hours", [1 / 120, 0.00834, "0.00834", 0.01])
+def test_one_epoch_is_the_shortest_night(hours: float | str) -> None:
+    assert open_source("sleeper://", hours=hours).n_epochs == 1
+
+
+def test_cli_refuses_a_night_shorter_than_one_epoch(tmp_path, capsys) -> None:
+    from sim.cli import main
+
+    out = tmp_path / "x"
+    assert main(["-q", "simulate", "--hours", "0.001", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "0.00834 h" in err and "'0.001' (3.6 s)" in err
+    assert not out.exists()
+
+
 def test_keyword_option_errors() -> None:
     with pytest.raises(UserInputError, match="'sfreq'"):
         open_source("sleeper://?seed=1", sfreq="fast")

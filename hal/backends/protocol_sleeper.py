@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from hal.base import DEFAULT_SFREQ, UserInputError
 from sim.hypnogram import read_hypnogram
-from sim.sleeper import VirtualSleeper
+from sim.sleeper import VirtualSleeper, parse_hours
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _as_hypnogram(key: str, value: object) -> list[str]:
 
 _PARSERS: dict[str, Callable[[str, object], object]] = {
     "seed": _as_int,
-    "hours": lambda k, v: _as_float(k, v, 0.0, 24.0, False, "hours"),
+    "hours": lambda k, v: parse_hours(v, " in sleeper://"),
     "sfreq": lambda k, v: _as_float(k, v, 100.0, 2000.0, True, "Hz"),
     "artifacts": _as_bool,
     "hypnogram": _as_hypnogram,
