@@ -51,6 +51,10 @@ BAD_SIGNAL_HOLDOFF_S = 5.0
 #: The nightmare guard waits until movement has been still this long (the safety island
 #: still counts activity 2 s apart as one arousal).
 GUARD_SETTLE_S = 3.0
+#: Chin EMG is used for arousals only when it holds frequencies up to this (Hz): the 10-Hz
+#: high-passed band must reach past the spindle and alpha bands (AASM asks for EMG sampled
+#: at 200 Hz; a 50-Hz recording keeps 10-25 Hz, mostly EEG and ECG crosstalk).
+MIN_EMG_BANDWIDTH_HZ = 30.0
 
 
 def check_device_rate(sfreq: float) -> None:
@@ -373,14 +377,28 @@ class Application:
                 f"Program {program.name!r} (trigger.kind = {program.trigger.kind!r}) cannot "
                 f"run at a device rate of {self.sfreq:g} Hz: {err}"
             ) from err
+        # Chin EMG is muscle activity above the EEG's bands; a recording made at a low rate
+        # keeps only 10 Hz to its Nyquist frequency of it, where spindles, alpha and the
+        # heart leak into the chin lead and read as bursts: arousals all night long.
+        row_arousal_emg = self.row_emg
+        if self.row_emg is not None and (info.bandwidth_hz or np.inf) < MIN_EMG_BANDWIDTH_HZ:
+            logger.warning(
+                "chin EMG %r holds nothing above %g Hz (recorded at %g Hz): not used for "
+                "arousals, which need muscle activity up to at least %g Hz",
+                info.channels[self.row_emg].name,
+                info.bandwidth_hz,
+                2 * info.bandwidth_hz,
+                MIN_EMG_BANDWIDTH_HZ,
+            )
+            row_arousal_emg = None
         self.arousal = ArousalDetector(
             self.sfreq,
             block,
-            has_emg=self.row_emg is not None,
+            has_emg=row_arousal_emg is not None,
             accel_axes=0 if self.row_accel is None else 1,
         )
         self._arousal_rows = [
-            r for r in (self.row_eeg, self.row_emg, self.row_accel) if r is not None
+            r for r in (self.row_eeg, row_arousal_emg, self.row_accel) if r is not None
         ]
         kind = program.trigger.kind
         self.arousal_pause = ArousalPause(

@@ -99,6 +99,10 @@ class SourceInfo:
         Annotations from the recording, kept for the outputs.
     meas_date : float or None
         POSIX time of the first sample when known.
+    bandwidth_hz : float or None
+        Highest frequency the samples hold when it is below the device's Nyquist
+        frequency: half the rate a recording was made at, when it was resampled up to the
+        device rate. None: the full band.
     """
 
     sfreq: float
@@ -107,6 +111,7 @@ class SourceInfo:
     description: str = ""
     annotations: tuple[Annotation, ...] = ()
     meas_date: float | None = None
+    bandwidth_hz: float | None = None
 
     @property
     def ch_names(self) -> list[str]:

@@ -787,6 +787,8 @@ class RecordingSource:
             description=description,
             annotations=annotations,
             meas_date=start_posix,
+            # Resampling up adds samples, not frequencies: nothing above the old Nyquist.
+            bandwidth_hz=orig / 2 if orig < device_sfreq else None,
         )
         logger.info(
             "%s: %d channel(s), %.1f s at %g Hz (recorded at %g Hz), %d annotation(s)",

@@ -412,6 +412,13 @@ def test_rate_below_min_sfreq_and_how_to_allow_it(tmp_path: Path) -> None:
     assert hal.open_source(path.as_uri() + "?min_sfreq=50").info.sfreq == 250.0
 
 
+def test_a_recording_resampled_up_says_what_band_it_holds(tmp_path: Path) -> None:
+    slow = write_fif(make_raw(["C3"], sfreq=50.0), tmp_path / "slow_raw.fif")
+    assert hal.open_source(str(slow), min_sfreq=50).info.bandwidth_hz == 25.0
+    fast = write_fif(make_raw(["C3"], sfreq=500.0), tmp_path / "fast_raw.fif")
+    assert hal.open_source(str(fast)).info.bandwidth_hz is None  # the device's full band
+
+
 def test_channel_without_finite_sample(tmp_path: Path) -> None:
     raw = make_raw(["C3", "EOG"], types=["eeg", "eog"])
     data = raw.get_data()
