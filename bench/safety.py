@@ -93,6 +93,10 @@ class Harness:
         self._sure_attempts: list[float] = []  # attempts the island must count (send times)
         self.hum_uv = 0.0  # 50-Hz mains hum on the chin lead (not a sleeper waking)
         self.hr = 60.0
+        # The ECG lead: gain (negative: an inverted lead), T wave and baseline wander (µV).
+        self.ecg_gain = 1.0
+        self.ecg_t_uv = 0.0
+        self.ecg_wander_uv = 0.0
         self.drop_next = 0
         self.last_block_bad = False
         self._seen_bad = False
@@ -184,6 +188,12 @@ class Harness:
         self._beat_phase = float(phase[-1])
         frac = phase - np.round(phase)
         data[2] = 1000.0 * np.exp(-0.5 * (frac / 0.012) ** 2)
+        if self.ecg_t_uv:  # the T wave, a third of a beat after the R peak
+            t_frac = phase - 0.3 - np.round(phase - 0.3)
+            data[2] += self.ecg_t_uv * np.exp(-0.5 * (t_frac / 0.05) ** 2)
+        data[2] *= self.ecg_gain
+        if self.ecg_wander_uv:  # breathing and electrode drift
+            data[2] += self.ecg_wander_uv * np.sin(2 * np.pi * 0.25 * t)
         times = (start + BLOCK * np.arange(1, CHUNK_BLOCKS + 1)) / self.rate
         self.island.on_blocks(start, data, flags, times)
         if self._moving:

@@ -43,7 +43,9 @@ flags and a stuck converter on the EEG rows (bad signal), movement on the accele
 or a chin-EMG burst (arousal attempts; the EMG is high-passed at 10 Hz and notched at the
 mains frequency and its aliases first, because hum on a loose chin lead is not a sleeper
 waking up), and heart rate from R peaks on the ECG against a
-slow baseline (distress). None of it is shared with the application's detectors.
+slow baseline (distress; the peaks are found in the rectified 5-20 Hz QRS band against
+half its decaying peak envelope, so an inverted lead, any gain and a wandering baseline
+give the same beats). None of it is shared with the application's detectors.
 
 Distress
 --------
@@ -139,6 +141,28 @@ def _block_signs(
     return bad, act
 
 
+@numba.njit(cache=True)
+def _r_peak_onsets(
+    qrs: np.ndarray, env: float, above: bool, decay: float, floor: float
+) -> tuple[np.ndarray, float, bool]:  # pragma: no cover
+    """Sample indices where the rectified QRS band ``qrs`` rises above half its decaying
+    peak envelope (never below ``floor``), and the envelope and state after it.
+
+    Why a loop: the envelope is a running maximum with decay, one sample after another.
+    """
+    out = np.empty(qrs.shape[0], dtype=np.int64)
+    k = 0
+    for i in range(qrs.shape[0]):
+        x = qrs[i]
+        env = max(x, env * decay)
+        now = x > max(floor, 0.5 * env)
+        if now and not above:
+            out[k] = i
+            k += 1
+        above = now
+    return out[:k], env, above
+
+
 @dataclass(frozen=True)
 class SafetyConfig:
     """The island's configuration: safe defaults, hard ceilings checked at load.
@@ -182,8 +206,10 @@ class SafetyConfig:
     trap_attempts, trap_window_s : int, float
         The trapped sleeper: this many attempts within the window while stimulation goes on.
     ecg_threshold_uv, hr_rise_bpm, hr_baseline_beats : float, float, int
-        R-peak threshold; distress is a heart rate this far above the baseline (an average
-        over about ``hr_baseline_beats`` beats).
+        Floor of the R-peak threshold (µV of the rectified QRS band, see
+        :func:`ecg_filter`; the threshold is half the decaying peak envelope above it);
+        distress is a heart rate this far above the baseline (an average over about
+        ``hr_baseline_beats`` beats).
     distress_max_s : float
         Distress lasting past this with stimulation in it trips as a trapped sleeper (the
         last resort for distress that began without stimulation; a stimulus asked for
@@ -221,7 +247,7 @@ class SafetyConfig:
     arousal_min_s: float = 4.0
     trap_attempts: int = 3
     trap_window_s: float = 120.0
-    ecg_threshold_uv: float = 400.0
+    ecg_threshold_uv: float = 100.0
     hr_rise_bpm: float = 15.0
     hr_baseline_beats: int = 120
     distress_max_s: float = 30.0
@@ -271,6 +297,27 @@ def emg_filter(sfreq: float, mains_hz: float) -> np.ndarray:
             b, a = signal.iirnotch(f, 30.0, fs=sfreq)
             sections.append(signal.tf2sos(b, a))
     return np.vstack(sections)
+
+
+#: The island's QRS band (Hz): above baseline wander, breathing and the T wave, below
+#: muscle and mains. Its rectified output is judged, so the lead's polarity does not matter.
+ECG_QRS_BAND_HZ = (5.0, 20.0)
+#: Time constant (s) of the decaying R-peak envelope: two beats' worth, so the threshold
+#: follows a changing amplitude within a few beats and a missed beat does not lower it much.
+ECG_ENVELOPE_TAU_S = 2.0
+
+
+def ecg_filter(sfreq: float) -> np.ndarray:
+    """The island's ECG filter: a 5-20 Hz band-pass (order 2, second-order sections).
+
+    R peaks are found on its rectified output against an adaptive threshold, not on the
+    raw lead against a fixed one: real leads come inverted, at any gain and on a wandering
+    baseline, where a fixed upward threshold counts T waves and drift as beats (a false
+    'distress' on a calm 56-bpm heart in a DREAMS recording). The upper edge stays below
+    the Nyquist frequency of low device rates.
+    """
+    lo, hi = ECG_QRS_BAND_HZ
+    return signal.butter(2, [lo, min(hi, 0.45 * sfreq)], "bandpass", fs=sfreq, output="sos")
 
 
 def _err(name: str, expected: str, value: object) -> UserInputError:
@@ -495,6 +542,10 @@ class SafetyIsland:
         self._acc = roles.index("accel") if "accel" in roles else None
         self._emg_sos = emg_filter(self._sfreq, cfg.mains_hz)
         self._emg_zi = np.zeros((self._emg_sos.shape[0], 1, 2))
+        self._ecg_sos = ecg_filter(self._sfreq)
+        self._ecg_zi = np.zeros((self._ecg_sos.shape[0], 1, 2))
+        self._ecg_env = 0.0  # decaying peak envelope of the rectified QRS band
+        self._ecg_decay = math.exp(-1.0 / (ECG_ENVELOPE_TAU_S * self._sfreq))
         self.log: list[dict] = []
         self.trips: list[dict] = []
         self.stopped = False
@@ -1044,13 +1095,13 @@ class SafetyIsland:
         return self._active(t)
 
     def _heart(self, ecg: np.ndarray, times: np.ndarray, b: int, codes: np.ndarray) -> None:
-        """R peaks (upward threshold crossings), heart rate against a slow baseline."""
+        """R peaks (:func:`ecg_filter`, :func:`_r_peak_onsets`), heart rate against a slow
+        baseline."""
         cfg = self.config
-        above = ecg > cfg.ecg_threshold_uv
-        rise = np.flatnonzero(above[1:] & ~above[:-1]) + 1
-        if above[0] and not self._ecg_above:
-            rise = np.concatenate([[0], rise])
-        self._ecg_above = bool(above[-1])
+        qrs, self._ecg_zi = _sosfilt(self._ecg_sos, ecg[None, :], self._ecg_zi)
+        rise, self._ecg_env, self._ecg_above = _r_peak_onsets(
+            np.abs(qrs[0]), self._ecg_env, self._ecg_above, self._ecg_decay, cfg.ecg_threshold_uv
+        )
         state = was = self._distress_since is not None
         changes: list[int] = []  # block indices where the distress state flips
         for s in rise.tolist():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -378,3 +379,40 @@ def test_stimulation_resumes_after_a_flat_stretch_once_its_hold_off_is_over():
     clean = delivered_after_the_stretch(eeg)
     assert len(clean) > 50
     assert len(delivered_after_the_stretch(flat)) >= 0.9 * len(clean)
+
+
+def test_chin_emg_recorded_at_a_low_rate_is_not_used_for_arousals(caplog):
+    # A 50-Hz recording keeps 10-25 Hz of the chin lead: spindles, alpha and the heart
+    # leaking into it read as bursts, and the arousals they made paused stimulation all
+    # night (DREAMS excerpt 3: 0 stimuli with its EMG, 51 without).
+    from dataclasses import replace
+
+    from firmware.app import Application
+    from firmware.program import load_program
+
+    eeg = slow_wave_eeg(60, SFREQ, seed=3)
+    src = ArraySource(np.vstack([eeg, 0.1 * eeg]), SFREQ, [("C3", "eeg"), ("Chin", "emg")])
+    full = Application(load_program("clas"), src.info, DEFAULT_BLOCK, 0.015)
+    assert full.arousal.has_emg and full.stager.has_emg
+    with caplog.at_level("WARNING", logger="firmware.app"):
+        low = Application(
+            load_program("clas"), replace(src.info, bandwidth_hz=25.0), DEFAULT_BLOCK, 0.015
+        )
+    assert not low.arousal.has_emg and low._arousal_rows == [0]
+    assert low.stager.has_emg  # the stager's EMG features stay below 24 Hz
+    assert "'Chin' holds nothing above 25 Hz" in caplog.text
+
+
+DREAMS = Path(__file__).resolve().parents[2] / "shared" / "data" / "dreams"
+
+
+@pytest.mark.skipif(not (DREAMS / "excerpt3.edf").exists(), reason="DREAMS data not present")
+def test_a_real_psg_with_chin_emg_and_ecg_at_50_hz_is_stimulated_without_false_alarms():
+    # DREAMS excerpt 3: C3 with EOG, chin EMG and an inverted, wandering ECG, all at 50 Hz.
+    # Its chin lead paused stimulation all night, then the island read its ECG as distress.
+    config = RunConfig(
+        source=str(DREAMS / "excerpt3.edf"), channel="C3-A1", min_sfreq=50, record=False
+    )
+    summary = run_night(config).summary
+    assert summary["stimuli"]["delivered"] >= 30
+    assert summary["safety"]["trips"] == 0 and summary["stimuli"]["refused"] == 0

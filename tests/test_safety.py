@@ -128,6 +128,20 @@ def _distressed(h, seconds=10.0):
     assert h.island._distress_since is not None  # the island's own view says distress
 
 
+def test_the_heart_rate_is_read_on_an_inverted_wandering_lead_of_any_gain():
+    # A real lead may be inverted, at three times the gain, with a T wave and a baseline
+    # that wanders by millivolts: a calm 56-bpm heart is calm (a fixed upward threshold on
+    # the raw lead counted drift and T waves as beats, and called it distress), and a
+    # racing one is still distress.
+    h = Harness()
+    h.hr = 56.0
+    h.ecg_gain, h.ecg_t_uv, h.ecg_wander_uv = -3.0, 300.0, 4000.0
+    h.advance(180.0)
+    assert h.island._hr_base == pytest.approx(56.0, abs=1.5)
+    assert h.island._distress_since is None and not h.island.trips
+    _distressed(h)
+
+
 def test_distress_that_began_before_stimulation_may_be_answered_until_the_last_resort():
     """A nightmare-guard pulse into distress that began without stimulation is allowed;
     if the distress lasts distress_max_s with stimulation in it, the trapped-sleeper rule
