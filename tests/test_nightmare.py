@@ -121,6 +121,22 @@ def test_distress_detector_finds_the_episode_and_is_chunk_invariant():
     assert not [e for e in quiet if e.kind == "onset"]
 
 
+@pytest.mark.parametrize("gain", [1.0, -3.0])
+def test_distress_detector_reads_an_inverted_wandering_lead_of_any_gain(gain):
+    # A real lead may be inverted and at another gain on a baseline that wanders by
+    # millivolts: the episode is the same one, and the calm minutes stay calm (the raw
+    # form counted drift as beats: 165 'distress' events in a calm real recording).
+    src = distress_source(240.0, SF, seed=3)
+    x = src.read(0, src.info.n_samples)
+    t = np.arange(x.shape[1]) / SF
+    ecg = gain * x[1] * 1e6 + 4000.0 * np.sin(2 * np.pi * 0.25 * t)
+    events = RemDistressDetector(SF, 8).scan(np.stack([ecg, x[2] * 1e6, x[3]]), 0)
+    onsets = [e.decision_index / SF for e in events if e.kind == "onset"]
+    ends = [e.decision_index / SF for e in events if e.kind == "end"]
+    assert len(onsets) == 1 and 100.0 < onsets[0] < 115.0
+    assert len(ends) == 1 and 170.0 < ends[0] < 185.0
+
+
 def test_escalation_is_validated_naming_the_field():
     base = {
         "name": "g",
