@@ -282,7 +282,8 @@ _CEILINGS: dict[str, float] = {
 
 
 def emg_filter(sfreq: float, mains_hz: float) -> np.ndarray:
-    """The island's chin-EMG filter: a 10-Hz high-pass and notches at the mains harmonics.
+    """The island's chin-EMG filter at ``sfreq`` Hz: a 10-Hz high-pass and notches at the
+    harmonics of ``mains_hz`` (0: none).
 
     Harmonics above Nyquist fold back (150 Hz hum sampled at 250 Hz lands on 100 Hz), so
     each is notched where it lands. Returns second-order sections.
@@ -308,7 +309,8 @@ ECG_ENVELOPE_TAU_S = 2.0
 
 
 def ecg_filter(sfreq: float) -> np.ndarray:
-    """The island's ECG filter: a 5-20 Hz band-pass (order 2, second-order sections).
+    """The island's ECG filter: a 5-20 Hz band-pass (order 2) as second-order sections,
+    for a device rate of ``sfreq`` Hz.
 
     R peaks are found on its rectified output against an adaptive threshold, not on the
     raw lead against a fixed one: real leads come inverted, at any gain and on a wandering
@@ -326,6 +328,16 @@ def _err(name: str, expected: str, value: object) -> UserInputError:
 
 def check_safety_config(cfg: SafetyConfig) -> SafetyConfig:
     """Refuse a configuration beyond a hard ceiling or inconsistent, naming the field.
+
+    Parameters
+    ----------
+    cfg : SafetyConfig
+        The configuration to check.
+
+    Returns
+    -------
+    SafetyConfig
+        ``cfg`` itself, once checked.
 
     Raises
     ------
@@ -379,7 +391,21 @@ def check_safety_config(cfg: SafetyConfig) -> SafetyConfig:
 def load_safety_config(spec: str | Path | dict | None) -> SafetyConfig:
     """Build and check a configuration from a TOML file or a dict (None: the defaults).
 
-    Unknown keys are refused. ``[limits]`` holds the :class:`Limits` fields.
+    Parameters
+    ----------
+    spec : str or Path or dict or None
+        A TOML file with :class:`SafetyConfig` fields (``[limits]`` holds the
+        :class:`Limits` fields), the same as a dict, or None for the defaults.
+
+    Returns
+    -------
+    SafetyConfig
+        Checked by :func:`check_safety_config`.
+
+    Raises
+    ------
+    UserInputError
+        An unknown key, a wrong type, a value beyond a ceiling, an unreadable file.
     """
     if spec is None:
         return check_safety_config(SafetyConfig())
@@ -418,7 +444,20 @@ def load_safety_config(spec: str | Path | dict | None) -> SafetyConfig:
 
 
 def rearm_frame(key: bytes, nonce: int) -> bytes:
-    """The host's re-arm command: ``REARM <nonce> <hex HMAC-SHA256(key, 'rearm:<nonce>')>``."""
+    """The host's re-arm command: ``REARM <nonce> <hex HMAC-SHA256(key, 'rearm:<nonce>')>``.
+
+    Parameters
+    ----------
+    key : bytes
+        The board's re-arm key (shared with the host, never with the application).
+    nonce : int
+        Larger than any nonce used before (a replayed frame is refused).
+
+    Returns
+    -------
+    bytes
+        The frame to send to the island.
+    """
     mac = hmac.new(key, f"rearm:{nonce}".encode(), hashlib.sha256).hexdigest()
     return f"REARM {nonce} {mac}".encode()
 

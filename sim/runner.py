@@ -175,10 +175,26 @@ def _spec_option(config: RunConfig, name: str, flag: str) -> object:
 def open_configured_source(config: RunConfig) -> SignalSource:
     """Open the run's source, passing the options the spec's backend understands.
 
-    ``sfreq`` and ``min_sfreq`` written in the spec's query string win over the config's
-    defaults (None); an explicit config value that contradicts the spec is an error. The
-    device rate is checked (:func:`firmware.app.check_device_rate`) before a recording
-    is loaded.
+    ``sfreq``, ``min_sfreq`` and ``channel`` written in the spec's query string win over
+    the config's defaults (None); an explicit config value that contradicts the spec is an
+    error. The device rate is checked (:func:`firmware.app.check_device_rate`) before a
+    recording is loaded.
+
+    Parameters
+    ----------
+    config : RunConfig
+        The run; its ``source`` is the spec.
+
+    Returns
+    -------
+    SignalSource
+        Open; the caller closes it.
+
+    Raises
+    ------
+    UserInputError
+        A conflicting option, a device rate the firmware cannot run at, or anything the
+        backend refuses (missing file, wrong channel...).
     """
     spec = config.source
     sfreq = _spec_option(config, "sfreq", "--sfreq")
@@ -701,7 +717,19 @@ def run_night(config: RunConfig, progress: Callable[[float], None] | None = None
 
 
 def peak_memory_mb(fn: Callable[[], object]) -> tuple[object, float]:
-    """Run ``fn`` and return its result and the peak traced Python allocation in MB."""
+    """Run ``fn`` and return its result and the peak traced Python allocation in MB.
+
+    Parameters
+    ----------
+    fn : callable
+        Called once without arguments, under :mod:`tracemalloc`.
+
+    Returns
+    -------
+    tuple
+        ``fn()``'s result and the peak in MB (NumPy's buffers included: NumPy reports
+        them to tracemalloc).
+    """
     tracemalloc.start()
     try:
         out = fn()

@@ -305,7 +305,26 @@ def _first_rem_s(source: SignalSource) -> float:
 
 
 def make_scenario(name: str, seed: int) -> Scenario:
-    """Build the scenario ``name`` (one of :data:`SCENARIOS`)."""
+    """Build the scenario ``name``.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`SCENARIOS` (``nightmare-glitch``, ``app-hang``, ``flood``,
+        ``electrode-off``, ``wake-button``).
+    seed : int
+        Seed of the scenario's own randomness (the run's seed).
+
+    Returns
+    -------
+    Scenario
+        Its injections, and how it wraps the source and the application.
+
+    Raises
+    ------
+    UserInputError
+        An unknown name (the message suggests the nearest).
+    """
     check_option("scenario", name, SCENARIOS)
     sc = Scenario(name, seed)
     if name == "nightmare-glitch":
