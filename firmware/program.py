@@ -151,7 +151,7 @@ class Escalation:
     step : float
         Added every ``step_s`` while distress lasts.
     step_s : float
-        Time per step, from the episode's onset.
+        Time per step, from the episode's first pulse asked for (not from its onset).
 
     The top is ``stimulus.level_db``: no pulse goes above it, and it must fit the
     interlock's limits like any stimulus level.
