@@ -19,6 +19,7 @@ blocks are stamped from their sample indices, see ``_period_check_ins``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import tracemalloc
@@ -198,16 +199,12 @@ def open_configured_source(config: RunConfig) -> SignalSource:
     """
     spec = config.source
     sfreq = _spec_option(config, "sfreq", "--sfreq")
-    written = _spec_options(spec).get("sfreq")
-    if sfreq is not None:
-        check_device_rate(sfreq)
-    elif written is not None:
-        try:
-            rate = float(written)
-        except ValueError:
-            pass  # the backend refuses it, naming the key
-        else:
-            check_device_rate(rate)
+    # The rate that will be used, checked before a recording is loaded (which takes time).
+    rate = sfreq if sfreq is not None else _spec_options(spec).get("sfreq")
+    with contextlib.suppress(TypeError, ValueError):  # not a number: the backend says so
+        rate = float(rate)  # type: ignore[arg-type]
+    if isinstance(rate, float):
+        check_device_rate(rate)
     if spec.startswith("sleeper:"):
         # The run's seed seeds the sleeper unless the spec names its own.
         if "seed" in _spec_options(spec):

@@ -88,12 +88,6 @@ MIN_HOURS = EPOCH_S / 3600.0
 MIN_HOURS_TEXT = f"{math.ceil(MIN_HOURS * 1e5) / 1e5:g}"
 
 
-def valid_hours(hours: float) -> bool:
-    """Whether a night of ``hours`` can be simulated: one 30-s epoch to 24 h (NaN: no)."""
-    # A microsecond of slack: 1/120 h written as a decimal may land a hair under 30 s.
-    return hours * 3600.0 >= EPOCH_S - 1e-6 and hours <= MAX_HOURS
-
-
 def parse_hours(value: object, where: str = "") -> float:
     """The length of a virtual night in hours, from a number or its text.
 
@@ -120,7 +114,8 @@ def parse_hours(value: object, where: str = "") -> float:
         hours = float(value) if isinstance(value, (int, float)) else float(str(value).strip())
     except ValueError:
         hours = math.nan
-    if not valid_hours(hours):  # also catches NaN
+    # A microsecond of slack: 1/120 h written as a decimal may land a hair under 30 s.
+    if not (hours * 3600.0 >= EPOCH_S - 1e-6 and hours <= MAX_HOURS):  # NaN fails too
         got = repr(value)
         if 0.0 < hours * 3600.0 < EPOCH_S:
             got += f" ({hours * 3600.0:g} s)"
