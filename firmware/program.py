@@ -36,7 +36,13 @@ MODALITIES = ("audio", "light", "haptic")
 
 
 def builtin_programs() -> list[str]:
-    """Names of the programs shipped with the firmware (``clas``, ``sham``...)."""
+    """Names of the programs shipped with the firmware (``clas``, ``sham``...).
+
+    Returns
+    -------
+    list of str
+        Names, sorted (the ``.toml`` files of ``firmware/programs``).
+    """
     folder = resources.files("firmware") / "programs"
     return sorted(
         p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
@@ -56,10 +62,12 @@ class Gate:
         stretch of stable sleep before it starts).
     pause_after_arousal_s : float
         No stimulus from the first sign of an arousal (or movement) until this long after
-        it ended.
+        it ended, seconds (``alpha-phase``: also the quiet time after movement or a chin
+        burst).
     repeat_window_s, repeat_pause_s : float
         An arousal that begins within ``repeat_window_s`` of the previous one pauses
-        ``repeat_pause_s`` after it ends instead (the sleeper keeps waking: leave them be).
+        ``repeat_pause_s`` after it ends instead (the sleeper keeps waking: leave them be);
+        seconds.
     stop_at : tuple of str
         Once the stager has decided one of these stages, the program stops for the night
         (``onset`` helps the sleeper fall asleep and leaves them alone from the first N2).
@@ -92,7 +100,8 @@ class TriggerSpec:
         (-30 µV for echt/pll arming, -80 µV for ngo, -40 µV for so-upphase).
     refractory_s : float
         No stimulus within this time after the previous one (after the pair's second
-        click for ``pair``).
+        click for ``pair``), seconds (``rem-distress``: the time between pulses while
+        distress lasts).
     pair : bool
         Play Ngo's two-click pair: a second click one predicted cycle after the first.
     target_deg : float
@@ -135,7 +144,18 @@ class StimulusSpec:
     duration_s: float = 0.05
 
     def sound_for(self, k: int) -> str:
-        """The sound of the ``k``-th stimulus of the night (cues cycle in order)."""
+        """The sound of the ``k``-th stimulus of the night (cues cycle in order).
+
+        Parameters
+        ----------
+        k : int
+            Number of earlier requests (a click pair is one request).
+
+        Returns
+        -------
+        str
+            ``sounds[k % len(sounds)]``, or ``sound`` when ``sounds`` is empty.
+        """
         return self.sounds[k % len(self.sounds)] if self.sounds else self.sound
 
 
@@ -149,9 +169,10 @@ class Escalation:
         Level of the first pulse of an episode (unit of ``stimulus.level_db``); None: the
         stimulus level (no escalation).
     step : float
-        Added every ``step_s`` while distress lasts.
+        Added every ``step_s`` while distress lasts (unit of ``stimulus.level_db``).
     step_s : float
-        Time per step, from the episode's first pulse asked for (not from its onset).
+        Time per step, seconds, from the episode's first pulse asked for (not from its
+        onset).
 
     The top is ``stimulus.level_db``: no pulse goes above it, and it must fit the
     interlock's limits like any stimulus level.
@@ -171,7 +192,7 @@ class Cue:
     train : int
         Cues per train, ``trigger.refractory_s`` apart.
     pause_s : float
-        Silence after a train before the next one may start (from its last cue).
+        Silence after a train before the next one may start (from its last cue), seconds.
     max_trains : int
         Trains per REM period at most (a period ends when the stager decides a stage
         other than R).
@@ -184,7 +205,30 @@ class Cue:
 
 @dataclass(frozen=True)
 class Program:
-    """A validated modulation program."""
+    """A validated modulation program.
+
+    Attributes
+    ----------
+    name : str
+        The program's name.
+    description : str
+        Free text for people.
+    sham : bool
+        Decide as usual but play nothing: would-be stimuli are logged (reason ``"sham"``).
+    gate : Gate
+        When it may act.
+    trigger : TriggerSpec
+        How the moment is found.
+    stimulus : StimulusSpec
+        What is played.
+    escalation : Escalation
+        The ``rem-distress`` trigger's escalation.
+    cue : Cue
+        The ``rem-cue`` trigger's trains.
+
+    The allowed range of each field is the one :func:`parse_program` enforces
+    (``docs/programs.md`` lists them).
+    """
 
     name: str
     description: str = ""
@@ -335,11 +379,20 @@ def parse_program(data: dict[str, Any], source: str = "<program>") -> Program:
     data : dict
         The program's tables.
     source : str
-        Where it came from, for error messages.
+        Where it came from, for error messages; a ``.toml`` path also locates relative
+        ``.wav`` cue files.
 
     Returns
     -------
     Program
+        The program, with defaults for what ``data`` leaves out.
+
+    Raises
+    ------
+    UserInputError
+        An unknown field, a wrong type, a missing name, a value out of range or not
+        allowed, a missing or unreadable cue file, an ``[escalation]`` or ``[cue]`` table
+        for a trigger that has none.
     """
     _check_table("", data, source)
     for table in ("gate", "trigger", "stimulus", "escalation", "cue"):
@@ -430,10 +483,15 @@ def load_program(name_or_path: str) -> Program:
     name_or_path : str
         ``"clas"``, ``"sham"``... or a path to a ``.toml`` file.
 
+    Returns
+    -------
+    Program
+        The validated program (:func:`parse_program`).
+
     Raises
     ------
     UserInputError
-        Unknown name, missing or malformed file, invalid field.
+        Unknown name, missing file, not UTF-8 text, malformed TOML, invalid field.
     """
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():

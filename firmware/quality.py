@@ -92,6 +92,14 @@ class QualityMonitor:
         Sampling rate in Hz.
     block : int
         Samples per DMA block.
+
+    Attributes
+    ----------
+    window : int
+        Blocks the flat test spans (:data:`FLAT_WINDOW_S`, one block at least).
+    hist_max, hist_min : ndarray, shape (window - 1,)
+        Per-block maximum and minimum (µV) of the last ``window - 1`` blocks judged
+        (+inf and -inf before there were any: no block is flat before a whole window).
     """
 
     def __init__(self, sfreq: float, block: int) -> None:
@@ -128,17 +136,42 @@ class QualityMonitor:
         return cause, QualityScan(all_max, all_min, self.window - 1)
 
     def commit(self, state: tuple[np.ndarray, np.ndarray]) -> None:
-        """Adopt a state given by :meth:`QualityScan.state`."""
+        """Adopt a state given by :meth:`QualityScan.state`.
+
+        Parameters
+        ----------
+        state : tuple of ndarray
+            ``(hist_max, hist_min)``.
+        """
         self.hist_max, self.hist_min = state
 
 
 class QualityScan:
-    """Per-block extremes of a peeked stretch, with the history before it."""
+    """Per-block extremes of a peeked stretch, with the history before it.
+
+    Parameters
+    ----------
+    all_max, all_min : ndarray
+        Per-block maximum and minimum (µV): the history, then the stretch's blocks.
+    keep : int
+        Blocks of history the monitor keeps.
+    """
 
     def __init__(self, all_max: np.ndarray, all_min: np.ndarray, keep: int) -> None:
         self._max, self._min, self._keep = all_max, all_min, keep
 
     def state(self, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
-        """State of the monitor after the first ``n_blocks`` blocks of the stretch."""
+        """State of the monitor after the first ``n_blocks`` blocks of the stretch.
+
+        Parameters
+        ----------
+        n_blocks : int
+            Blocks of the stretch consumed, 0 to the stretch's length.
+
+        Returns
+        -------
+        tuple of ndarray
+            ``(hist_max, hist_min)`` copies, for :meth:`QualityMonitor.commit`.
+        """
         k = self._keep
         return self._max[n_blocks : n_blocks + k].copy(), self._min[n_blocks : n_blocks + k].copy()

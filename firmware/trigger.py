@@ -22,7 +22,19 @@ CYCLES_PER_SAMPLE = 8
 
 @dataclass(frozen=True)
 class Candidate:
-    """A trough that qualifies: when it was known and where the up-phase is predicted."""
+    """A trough that qualifies: when it was known and where the up-phase is predicted.
+
+    Attributes
+    ----------
+    decision_index : int
+        First sample at which the trough is known (the sample after it).
+    trough_index : int
+        Sample of the trough (180°).
+    trough_uv : float
+        Filtered value at the trough, µV (at or below the threshold).
+    peak_index : int
+        Predicted sample of the positive peak (0°): two quarter periods after the trough.
+    """
 
     decision_index: int  # first sample at which the trough is known (trough + 1)
     trough_index: int
@@ -38,7 +50,12 @@ class UpPhaseTrigger:
     sfreq : float
         Sampling rate in Hz.
     threshold_uv : float
-        The trough must be at or below this (negative) value.
+        The trough must be at or below this (negative) value, µV.
+
+    Notes
+    -----
+    A trough qualifies when its quarter period (from the last downward zero crossing) is
+    :attr:`MIN_QUARTER_S` to :attr:`MAX_QUARTER_S` seconds, i.e. a 0.5-2 Hz wave.
     """
 
     MIN_QUARTER_S = 0.125  # 2 Hz
@@ -53,8 +70,21 @@ class UpPhaseTrigger:
     def peek(self, y: np.ndarray, start: int) -> tuple[list[Candidate], TriggerScan]:
         """Scan filtered samples ``y`` (absolute index of ``y[0]`` is ``start``).
 
-        Returns the qualifying candidates in order, and a scan that gives the state after
-        any prefix of ``y``.
+        Nothing is committed: the caller adopts a state with :meth:`commit`.
+
+        Parameters
+        ----------
+        y : ndarray, shape (n,)
+            Band-passed EEG, µV, continuing the samples seen so far.
+        start : int
+            Absolute sample index of ``y[0]``.
+
+        Returns
+        -------
+        candidates : list of Candidate
+            The qualifying troughs, in order.
+        scan : TriggerScan
+            Gives the state after any prefix of ``y``.
         """
         yy = np.concatenate([self.prev, y])
         # Downward zero crossing at absolute index i: y[i-1] >= 0 > y[i].
@@ -79,18 +109,47 @@ class UpPhaseTrigger:
         return out, scan
 
     def commit(self, state: tuple[np.ndarray, int]) -> None:
-        """Adopt a state given by :meth:`TriggerScan.state`."""
+        """Adopt a state given by :meth:`TriggerScan.state`.
+
+        Parameters
+        ----------
+        state : tuple
+            ``(last two samples, index of the last downward zero crossing)``.
+        """
         self.prev, self.last_zc_down = state
 
 
 class TriggerScan:
-    """What a peek saw, enough to give the trigger's state after any prefix."""
+    """What a peek saw, enough to give the trigger's state after any prefix.
+
+    Parameters
+    ----------
+    yy : ndarray
+        The two samples before the stretch, then the stretch.
+    zc_all : ndarray of int
+        The last downward zero crossing before the stretch, then those in it (absolute
+        sample indices).
+    start : int
+        Absolute sample index of the stretch's first sample.
+    """
 
     def __init__(self, yy: np.ndarray, zc_all: np.ndarray, start: int) -> None:
         self._yy, self._zc, self._start = yy, zc_all, start
 
     def state(self, n: int) -> tuple[np.ndarray, int]:
-        """State after the first ``n`` samples of the scanned stretch."""
+        """State after the first ``n`` samples of the scanned stretch.
+
+        Parameters
+        ----------
+        n : int
+            Samples consumed, 0 to the stretch's length.
+
+        Returns
+        -------
+        tuple
+            ``(last two samples, index of the last downward zero crossing)``, for
+            :meth:`UpPhaseTrigger.commit`.
+        """
         last = np.searchsorted(self._zc, self._start + n, side="left") - 1
         return self._yy[n : n + 2].copy(), int(self._zc[last])
 
@@ -108,7 +167,7 @@ class SimpleUpPhase:
     block : int
         Samples per DMA block.
     threshold_uv : float
-        The trough must be at or below this.
+        The trough must be at or below this, µV (negative).
     """
 
     name = "so-upphase"
@@ -127,7 +186,21 @@ class SimpleUpPhase:
         return self.filter.cycles_per_sample + CYCLES_PER_SAMPLE
 
     def scan(self, x_uv: np.ndarray, start: int) -> list:
-        """Process the next samples; return candidates as :mod:`firmware.phase` does."""
+        """Process the next samples; return candidates as :mod:`firmware.phase` does.
+
+        Parameters
+        ----------
+        x_uv : ndarray, shape (n,)
+            Raw EEG, µV, continuing the samples seen so far.
+        start : int
+            Absolute sample index of ``x_uv[0]``.
+
+        Returns
+        -------
+        list of firmware.phase.Candidate
+            One per qualifying trough: decided the sample after it, targeting the predicted
+            peak, with the trough's value, the wave's frequency and a phase of 180°.
+        """
         from firmware.phase import Candidate as PhaseCandidate
 
         y = self.filter.process(x_uv[np.newaxis])[0]
@@ -145,11 +218,23 @@ class SimpleUpPhase:
         ]
 
     def snapshot(self) -> object:
-        """A copy of the full state."""
+        """A copy of the full state.
+
+        Returns
+        -------
+        object
+            An opaque state for :meth:`restore`.
+        """
         return (self.filter.zi.copy(), self.trigger.prev.copy(), self.trigger.last_zc_down)
 
     def restore(self, state: object) -> None:
-        """Return to a state taken by :meth:`snapshot`."""
+        """Return to a state taken by :meth:`snapshot`.
+
+        Parameters
+        ----------
+        state : object
+            What :meth:`snapshot` returned.
+        """
         zi, prev, last = state  # type: ignore[misc]
         self.filter.zi = zi.copy()
         self.trigger.prev = prev.copy()
@@ -171,8 +256,10 @@ class _DetectorState:
 
 
 class SpindleCue(_DetectorState):
-    """Cue at a detected spindle (Portiloop-style): the detector's early decision, about
-    0.4 s into the spindle, becomes a candidate played as soon as the timer allows.
+    """Cue at a detected spindle (Portiloop-style).
+
+    The detector's early decision, about 0.4 s into the spindle, becomes a candidate played
+    as soon as the timer allows.
 
     Parameters
     ----------
@@ -181,8 +268,8 @@ class SpindleCue(_DetectorState):
     block : int
         Samples per DMA block.
     output_latency_s : float
-        The transducer's latency: the cue is timed to reach the ear right after the timer
-        can fire.
+        The transducer's latency, seconds: the cue is timed to reach the ear right after
+        the timer can fire.
     """
 
     name = "spindle"
@@ -201,7 +288,21 @@ class SpindleCue(_DetectorState):
         return int(self.detector.cycles_per_sample)
 
     def scan(self, x_uv: np.ndarray, start: int) -> list:
-        """Process the next samples; one candidate per early spindle decision."""
+        """Process the next samples; one candidate per early spindle decision.
+
+        Parameters
+        ----------
+        x_uv : ndarray, shape (n,)
+            EEG, µV, continuing the samples seen so far.
+        start : int
+            Absolute sample index of ``x_uv[0]``.
+
+        Returns
+        -------
+        list of firmware.phase.Candidate
+            Targeting the ear one latency (plus a sample) after the deciding block ends;
+            ``amplitude_uv`` is minus the spindle's amplitude, ``freq_hz`` its frequency.
+        """
         from firmware.phase import Candidate as PhaseCandidate
 
         out = []
@@ -219,8 +320,25 @@ class SpindleCue(_DetectorState):
 
 @dataclass(frozen=True)
 class GuardCandidate:
-    """A haptic pulse the nightmare guard asks for (the phase estimators' Candidate
-    fields, plus the pulse's level)."""
+    """A pulse the nightmare guard asks for: a phase Candidate's fields, episode, movement.
+
+    Attributes
+    ----------
+    decision_index : int
+        First sample at which the pulse is decided.
+    target_index : int
+        Sample at which the pulse should reach the sleeper.
+    amplitude_uv : float
+        Here: heart rate over its baseline, bpm.
+    freq_hz : float
+        Here: heart rate, Hz.
+    phase_at_decision : float
+        Always 0 (no phase).
+    episode : int
+        Decision sample of the distress onset (identifies the episode).
+    moved_index : int
+        Last sample with movement at the decision.
+    """
 
     decision_index: int
     target_index: int
@@ -251,13 +369,15 @@ class NightmareGuard(_DetectorState):
     has_emg, has_accel : bool
         Rows the detector gets besides the ECG.
     start, step, top : float
-        First level, increment per step and ceiling (the program's ``stimulus.level_db``).
+        First level, increment per step and ceiling (the program's ``stimulus.level_db``),
+        in the unit of ``stimulus.level_db`` (dB SPL for audio, percent for light and haptic).
     step_s : float
-        Time per escalation step.
+        Time per escalation step, seconds.
     period_s : float
-        Time between pulses while distress lasts (the program's refractory period).
+        Time between pulses while distress lasts, seconds (the program's refractory
+        period).
     output_latency_s : float
-        The transducer's latency.
+        The transducer's latency, seconds.
     """
 
     name = "rem-distress"
@@ -325,7 +445,20 @@ class NightmareGuard(_DetectorState):
         return min(self.start + k * self.step, self.top), int(k)
 
     def scan(self, rows: np.ndarray, start: int) -> list[GuardCandidate]:
-        """Process the next samples (rows ECG[, EMG][, accel]); one candidate per pulse."""
+        """Process the next samples (rows ECG[, EMG][, accel]); one candidate per pulse.
+
+        Parameters
+        ----------
+        rows : ndarray, shape (n_rows, n)
+            ECG, then chin EMG and accelerometer when the guard has them.
+        start : int
+            Absolute sample index of the first column.
+
+        Returns
+        -------
+        list of GuardCandidate
+            One per distress onset and tick (none at the distress's end).
+        """
         out = []
         for ev in self.detector.scan(rows, start):
             if ev.kind == "end":
@@ -346,11 +479,12 @@ class NightmareGuard(_DetectorState):
 
 
 class RemCue(_DetectorState):
-    """Cue in REM (Dreamento-style lucid-dream induction): offers a cue every ``tick_s``
-    while :class:`firmware.substates.RemOnsetDetector` says REM is on (rapid eye movements
-    with chin atonia). The application turns the offers into trains with pauses, holds
-    them after arousals and caps them per REM period. The cues are timed to reach the
-    sleeper right after the block that decided them.
+    """Cue in REM (Dreamento-style lucid-dream induction).
+
+    Offers a cue every ``tick_s`` while :class:`firmware.substates.RemOnsetDetector` says
+    REM is on (rapid eye movements with chin atonia). The application turns the offers into
+    trains with pauses, holds them after arousals and caps them per REM period. The cues
+    are timed to reach the sleeper right after the block that decided them.
 
     Parameters
     ----------
@@ -361,10 +495,15 @@ class RemCue(_DetectorState):
     has_eog, has_emg : bool
         Rows given to :meth:`scan`: EOG first, then chin EMG (at least one).
     tick_s : float
-        Time between offers while REM is on (rounded to whole blocks, on absolute block
-        numbers so that any chunking gives the same offers).
+        Time between offers while REM is on, seconds (rounded to whole blocks, on absolute
+        block numbers so that any chunking gives the same offers).
     output_latency_s : float
-        The transducer's latency.
+        The transducer's latency, seconds.
+
+    Attributes
+    ----------
+    events : list
+        The detector's state events of the last :meth:`scan` (the application logs them).
     """
 
     name = "rem-cue"
@@ -393,7 +532,21 @@ class RemCue(_DetectorState):
         return int(self.detector.cycles_per_sample)
 
     def scan(self, rows: np.ndarray, start: int) -> list:
-        """Process the next whole blocks (rows EOG[, EMG]); one offer per tick in REM."""
+        """Process the next whole blocks (rows EOG[, EMG]); one offer per tick in REM.
+
+        Parameters
+        ----------
+        rows : ndarray, shape (n_rows, n)
+            EOG and chin EMG (µV), as given by ``has_eog`` and ``has_emg``.
+        start : int
+            Absolute sample index of the first column.
+
+        Returns
+        -------
+        list of firmware.phase.Candidate
+            Decided at the last sample of a block in REM on a tick, targeting the ear one
+            latency (plus a sample) after it.
+        """
         from firmware.phase import Candidate as PhaseCandidate
 
         self.events, on = self.detector.scan_states(rows, start)
@@ -440,11 +593,18 @@ class AlphaPhaseCue:
     min_amplitude_uv : float
         Analytic amplitude of alpha needed for a pulse (no alpha, no phase to lock to).
     output_latency_s : float
-        The transducer's latency, compensated.
+        The transducer's latency, seconds, compensated.
     has_emg, has_accel : bool
         Rows given to :meth:`scan` after the EEG: chin EMG, then accelerometer (g).
     quiet_s : float
-        No pulse this long after movement or a chin burst.
+        No pulse this long after movement or a chin burst, seconds.
+
+    Attributes
+    ----------
+    events : list
+        State events of the last :meth:`scan`: the sleep-onset detector's and ``n2_sign``.
+    n2_at : int or None
+        Decision sample of the N2 sign; no pulse from there on.
     """
 
     name = "alpha-phase"
@@ -488,8 +648,11 @@ class AlphaPhaseCue:
 
     @property
     def cycles_per_block(self) -> int:
-        """Declared MCU cost per DMA block: the ECHT dot product, the onset detector and
-        the prediction (one atan2, one division)."""
+        """Declared MCU cost per DMA block: ECHT, detectors, activity tests and prediction.
+
+        The ECHT dot product, the sleep-onset and spindle detectors, the EMG filter and the
+        activity comparisons, and the prediction (one atan2, one division).
+        """
         from firmware.phase import CYCLES_PER_TRIG
 
         activity = 0 if self.f_emg is None else self.f_emg.cycles_per_sample * self.block
@@ -521,8 +684,19 @@ class AlphaPhaseCue:
     def scan(self, rows: np.ndarray, start: int) -> list:
         """Process the next whole blocks: EEG (µV)[, chin EMG (µV)][, accel (g)].
 
-        Returns one offer per block with alpha whose predicted target phase falls in the
-        next block, none within ``quiet_s`` after activity.
+        Parameters
+        ----------
+        rows : ndarray, shape (n_rows, n)
+            EEG first, then chin EMG and accelerometer as given by ``has_emg`` and
+            ``has_accel``.
+        start : int
+            Absolute sample index of the first column.
+
+        Returns
+        -------
+        list of firmware.phase.Candidate
+            One offer per block with alpha whose predicted target phase falls in the next
+            block, none within ``quiet_s`` after activity nor after the N2 sign.
         """
         from firmware.phase import Candidate as PhaseCandidate
 
@@ -594,7 +768,13 @@ class AlphaPhaseCue:
                 return
 
     def snapshot(self) -> object:
-        """A copy of the full state."""
+        """A copy of the full state.
+
+        Returns
+        -------
+        object
+            An opaque state for :meth:`restore`.
+        """
         zi = None if self.f_emg is None else self.f_emg.zi.copy()
         return (
             self.echt.snapshot(),
@@ -608,7 +788,13 @@ class AlphaPhaseCue:
         )
 
     def restore(self, state: object) -> None:
-        """Return to a state taken by :meth:`snapshot`."""
+        """Return to a state taken by :meth:`snapshot`.
+
+        Parameters
+        ----------
+        state : object
+            What :meth:`snapshot` returned.
+        """
         echt, onset, self._prev_phase, self._first, zi, self._last_active, sp, self.n2_at = state  # type: ignore[misc]
         self.spindles.restore(sp)
         self.echt.restore(echt)

@@ -52,7 +52,13 @@ __all__ = [
 
 
 def known_schemes() -> list[str]:
-    """Schemes for which a backend module exists (``sleeper``, ``file``, ...)."""
+    """Schemes for which a backend module exists (``sleeper``, ``file``, ...).
+
+    Returns
+    -------
+    list of str
+        Scheme names, sorted (``_`` in a module name is ``-`` in its scheme).
+    """
     folder = Path(__file__).parent / "backends"
     return sorted(
         p.stem.removeprefix("protocol_").replace("_", "-") for p in folder.glob("protocol_*.py")
@@ -80,6 +86,8 @@ def open_source(spec: str, **options: object) -> SignalSource:
     ------
     UserInputError
         Unknown scheme, missing file, wrong channel, unusable recording.
+    ModuleNotFoundError
+        The backend module exists but a package it imports is not installed.
     """
     parts = urlsplit(spec)
     scheme = parts.scheme

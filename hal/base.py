@@ -38,6 +38,22 @@ def check_option(
 
     The message names the parameter (and ``where`` it was read, e.g. a file), lists what
     is allowed and suggests the nearest allowed value, as MNE's ``_check_option`` does.
+
+    Parameters
+    ----------
+    name : str
+        Parameter name for the message.
+    value : object
+        The value given.
+    allowed : tuple or list of str
+        Allowed values.
+    where : str
+        Where the value was read (a file name); empty: not said.
+
+    Raises
+    ------
+    UserInputError
+        ``value`` is not in ``allowed``.
     """
     if value in allowed:
         return
@@ -57,12 +73,17 @@ def check_option(
 class ChannelSpec:
     """One channel as the board presents it.
 
-    Parameters
+    Attributes
     ----------
     name : str
         Channel name as in the recording or board definition (e.g. ``"C3-A1"``).
     role : str
         One of :data:`ROLES`.
+
+    Raises
+    ------
+    UserInputError
+        ``role`` is not one of :data:`ROLES`.
     """
 
     name: str
@@ -74,7 +95,17 @@ class ChannelSpec:
 
 @dataclass(frozen=True)
 class Annotation:
-    """An annotation carried through from a recording (seconds from its first sample)."""
+    """An annotation carried through from a recording.
+
+    Attributes
+    ----------
+    onset : float
+        Seconds from the recording's first sample.
+    duration : float
+        Seconds (0 for an instant).
+    description : str
+        The recording's label (e.g. ``"Sleep stage N2"``).
+    """
 
     onset: float
     duration: float
@@ -85,7 +116,7 @@ class Annotation:
 class SourceInfo:
     """Facts about a signal source, as data.
 
-    Parameters
+    Attributes
     ----------
     sfreq : float
         Device sampling rate in Hz (the rate :meth:`SignalSource.read` delivers).
@@ -119,7 +150,23 @@ class SourceInfo:
         return [c.name for c in self.channels]
 
     def picks(self, role: str) -> list[int]:
-        """Row indices of the channels with ``role`` (empty when the board has none)."""
+        """Row indices of the channels with ``role`` (empty when the board has none).
+
+        Parameters
+        ----------
+        role : str
+            One of :data:`ROLES`.
+
+        Returns
+        -------
+        list of int
+            Rows of :meth:`SignalSource.read`, in order.
+
+        Raises
+        ------
+        UserInputError
+            ``role`` is not one of :data:`ROLES`.
+        """
         check_option("role", role, ROLES)
         return [i for i, c in enumerate(self.channels) if c.role == role]
 
@@ -143,7 +190,18 @@ class SignalSource(Protocol):
     info: SourceInfo
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Return samples ``[start, stop)`` in volts, one row per channel."""
+        """Return samples ``[start, stop)`` in volts, one row per channel.
+
+        Parameters
+        ----------
+        start, stop : int
+            Device sample indices; ``stop`` is clipped to ``info.n_samples``.
+
+        Returns
+        -------
+        ndarray of float64, shape (n_channels, n)
+            Volts at the electrode; NaN where the source has no sample.
+        """
         ...
 
     def close(self) -> None:
@@ -155,7 +213,7 @@ class SignalSource(Protocol):
 class Stimulus:
     """A stimulus as it reaches (or is refused at) the transducer.
 
-    Parameters
+    Attributes
     ----------
     onset_sample : int
         Device sample index at which the transducer emits it (output latency included).
@@ -183,11 +241,28 @@ class WorldHook(Protocol):
     """What a source that reacts to stimuli exposes (the virtual sleeper does)."""
 
     def stimulate(self, stimulus: Stimulus) -> None:
-        """Tell the world a stimulus was emitted at ``stimulus.onset_sample``."""
+        """Tell the world a stimulus was emitted at ``stimulus.onset_sample``.
+
+        Parameters
+        ----------
+        stimulus : Stimulus
+            What reached the sleeper.
+        """
         ...
 
     def world_events(self, start: int, stop: int) -> list[dict]:
-        """Ground-truth events (``kind: "world"``) whose time lies in ``[start, stop)``."""
+        """Ground-truth events (``kind: "world"``) whose time lies in ``[start, stop)``.
+
+        Parameters
+        ----------
+        start, stop : int
+            Device sample indices.
+
+        Returns
+        -------
+        list of dict
+            Events with ``t`` in seconds, as written to ``events.jsonl``.
+        """
         ...
 
 
@@ -198,12 +273,20 @@ class Transducer:
     The transducer only ever receives stimuli from :class:`hal.interlock.Interlock`;
     nothing else holds a reference to it.
 
-    Parameters
+    Attributes
     ----------
     modality : str
         ``"audio"``, ``"light"`` or ``"haptic"``.
     latency_s : float
-        Delay from the trigger on the hardware timer to the output (audio codec ~15 ms).
+        Delay from the trigger on the hardware timer to the output, seconds (audio codec
+        ~15 ms).
+    emitted : list of Stimulus
+        Everything emitted so far, in order (the simulated output).
+
+    Raises
+    ------
+    UserInputError
+        ``modality`` is not one of the three.
     """
 
     modality: str
@@ -214,7 +297,13 @@ class Transducer:
         check_option("modality", self.modality, ("audio", "light", "haptic"))
 
     def emit(self, stimulus: Stimulus) -> None:
-        """Drive the output (simulated: remember what was emitted)."""
+        """Drive the output (simulated: remember what was emitted).
+
+        Parameters
+        ----------
+        stimulus : Stimulus
+            The pulse, already passed by the interlock.
+        """
         self.emitted.append(stimulus)
 
     def off(self) -> None:

@@ -26,16 +26,16 @@ logger = logging.getLogger(__name__)
 class Limits:
     """Stimulation limits; each is checked over its own window.
 
-    Parameters
+    Attributes
     ----------
     max_level_db : float
         Loudest audio pulse, dB SPL.
     max_pulse_s : float
         Longest pulse, seconds.
     max_per_minute : int
-        Stimuli delivered in any 60-s window.
+        Most stimuli delivered in any 60-s window.
     max_per_night : int
-        Stimuli delivered in the night.
+        Most stimuli delivered in the night.
     max_light_pct : float
         Brightest light, percent of full intensity.
     max_haptic_pct : float
@@ -66,7 +66,24 @@ RELEASE_MAX_PULSE_S = 2.0
 
 
 def check_limits(limits: Limits) -> Limits:
-    """Refuse limits above the hard ceilings or not positive, naming the field."""
+    """Refuse limits above the hard ceilings or not positive, naming the field.
+
+    Parameters
+    ----------
+    limits : Limits
+        Limits from a configuration.
+
+    Returns
+    -------
+    Limits
+        ``limits`` itself, when every field is a number in ``(0, ceiling]``.
+
+    Raises
+    ------
+    UserInputError
+        A field is not a number (a bool is refused too), not positive, or above
+        :data:`HARD_CEILINGS`.
+    """
     for f in fields(Limits):
         value, ceiling = getattr(limits, f.name), getattr(HARD_CEILINGS, f.name)
         if (
@@ -81,7 +98,22 @@ def check_limits(limits: Limits) -> Limits:
 
 
 def beyond_ceiling(stim: Stimulus, ceilings: Limits = HARD_CEILINGS) -> str | None:
-    """Name the level or length of ``stim`` above ``ceilings``, or None."""
+    """Name the level or length of ``stim`` above ``ceilings``, or None.
+
+    Parameters
+    ----------
+    stim : Stimulus
+        The stimulus asked for.
+    ceilings : Limits
+        Limits to check against (the hard ceilings unless given).
+
+    Returns
+    -------
+    str or None
+        Why it is refused (the limit's field name, the value and the limit; NaN levels,
+        durations not in ``(0, max_pulse_s]`` and unknown modalities are refused); None
+        when it fits.
+    """
     level_field = {
         "audio": "max_level_db",
         "light": "max_light_pct",
@@ -99,7 +131,17 @@ def beyond_ceiling(stim: Stimulus, ceilings: Limits = HARD_CEILINGS) -> str | No
 
 @dataclass(frozen=True)
 class Output:
-    """What reached a transducer, and when (``cue``: the release path)."""
+    """What reached a transducer, and when.
+
+    Attributes
+    ----------
+    t : float
+        Simulation time of the output, seconds.
+    stimulus : Stimulus
+        What was emitted.
+    cue : bool
+        True for the release path (:meth:`Interlock.cue`).
+    """
 
     t: float
     stimulus: Stimulus
@@ -116,6 +158,15 @@ class Interlock:
     on_output : callable or None
         Called as ``on_output(stimulus, t, cue)`` for everything that reached a transducer
         (the simulator tells the world with it).
+
+    Attributes
+    ----------
+    is_open : bool
+        Whether the gate is open (nothing but the release cue gets through).
+    openings : list of list
+        ``[opened_t, closed_t or None]`` per opening, seconds.
+    outputs : list of Output
+        Everything that reached a transducer, in order.
     """
 
     def __init__(
@@ -136,11 +187,33 @@ class Interlock:
         return tuple(self._transducers)
 
     def latency(self, modality: str) -> float:
-        """Output latency of a transducer, seconds."""
+        """Output latency of a transducer, seconds.
+
+        Parameters
+        ----------
+        modality : str
+            One of :attr:`modalities`.
+
+        Returns
+        -------
+        float
+            The transducer's ``latency_s``.
+
+        Raises
+        ------
+        KeyError
+            No transducer of that modality.
+        """
         return self._transducers[modality].latency_s
 
     def open(self, t: float) -> None:
-        """Open: every output off at once; stays open until :meth:`close`."""
+        """Open: every output off at once; stays open until :meth:`close`.
+
+        Parameters
+        ----------
+        t : float
+            Simulation time, seconds (recorded in :attr:`openings`).
+        """
         for transducer in self._transducers.values():
             transducer.off()
         if not self.is_open:
@@ -148,13 +221,33 @@ class Interlock:
             self.openings.append([t, None])
 
     def close(self, t: float) -> None:
-        """Close again (the island calls it on an external re-arm only)."""
+        """Close again (the island calls it on an external re-arm only).
+
+        Parameters
+        ----------
+        t : float
+            Simulation time, seconds (recorded in :attr:`openings`).
+        """
         if self.is_open:
             self.is_open = False
             self.openings[-1][1] = t
 
     def emit(self, stim: Stimulus, t: float) -> bool:
-        """Pass a stimulus to its transducer unless open or beyond the hard ceilings."""
+        """Pass a stimulus to its transducer unless open or beyond the hard ceilings.
+
+        Parameters
+        ----------
+        stim : Stimulus
+            The stimulus.
+        t : float
+            Simulation time, seconds.
+
+        Returns
+        -------
+        bool
+            Whether it reached the transducer (False when open, when there is no
+            transducer of its modality or when it is beyond :data:`HARD_CEILINGS`).
+        """
         if self.is_open or stim.modality not in self._transducers:
             return False
         if beyond_ceiling(stim) is not None:
@@ -166,7 +259,21 @@ class Interlock:
         return True
 
     def cue(self, stim: Stimulus, t: float) -> bool:
-        """The release path: a dim light pulse, allowed while open, capped in hardware."""
+        """The release path: a dim light pulse, allowed while open, capped in hardware.
+
+        Parameters
+        ----------
+        stim : Stimulus
+            A light pulse: level 0 to :data:`RELEASE_MAX_LIGHT_PCT` percent, duration in
+            ``(0, RELEASE_MAX_PULSE_S]`` seconds.
+        t : float
+            Simulation time, seconds.
+
+        Returns
+        -------
+        bool
+            Whether it reached the light (False for anything else, or without a light).
+        """
         if (
             stim.modality != "light"
             or "light" not in self._transducers
@@ -181,5 +288,16 @@ class Interlock:
         return True
 
     def was_open(self, t: float) -> bool:
-        """Whether the interlock was open at time ``t`` (from the record)."""
+        """Whether the interlock was open at time ``t`` (from the record).
+
+        Parameters
+        ----------
+        t : float
+            Simulation time, seconds; an opening counts from its time until (excluding)
+            the time it closed.
+
+        Returns
+        -------
+        bool
+        """
         return any(o <= t and (c is None or t < c) for o, c in self.openings)

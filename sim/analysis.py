@@ -24,6 +24,16 @@ def hilbert_quadrature(x: np.ndarray) -> np.ndarray:
     Real FFTs are half the size of the complex ones ``hilbert`` uses: on an 8-h night at
     250 Hz this is 0.7 s instead of 1.9 s, for the same numbers to about 1e-14 relative.
     The result has the precision of ``x``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n,)
+        A real signal.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        Its Hilbert transform.
     """
     spectrum = fft.rfft(x)
     # H: -90° on positive frequencies; DC (and Nyquist, for even sizes) have no quadrature.
@@ -39,6 +49,18 @@ def ground_truth_phase(x_uv: np.ndarray, sfreq: float) -> np.ndarray:
 
     The angle of ``scipy.signal.hilbert`` of the band-passed signal
     (:func:`hilbert_quadrature`).
+
+    Parameters
+    ----------
+    x_uv : ndarray, shape (n,)
+        EEG, µV.
+    sfreq : float
+        Sampling rate in Hz.
+
+    Returns
+    -------
+    ndarray of float64, shape (n,)
+        Phase in degrees, in [-180, 180].
     """
     sos = signal.butter(2, [0.5, 2.0], "bandpass", fs=sfreq, output="sos")
     band = signal.sosfiltfilt(sos, x_uv)
@@ -66,7 +88,18 @@ def _cached(result, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
 
 
 def recorded_eeg(result) -> np.ndarray | None:
-    """The night's first EEG row as recorded (float32 µV, not a copy); None without one."""
+    """The night's first EEG row as recorded (float32 µV, not a copy); None without one.
+
+    Parameters
+    ----------
+    result : sim.runner.RunResult
+        The night.
+
+    Returns
+    -------
+    ndarray or None
+        None when no samples were kept or there is no EEG channel.
+    """
     if result.recorded is None or "eeg" not in result.ch_roles:
         return None
     return result.recorded[result.ch_roles.index("eeg")]
@@ -77,6 +110,16 @@ def recorded_phase(result) -> np.ndarray | None:
 
     The summary and the report both need it; on an 8-h night the Hilbert transform of
     7.2 million samples is seconds of work, so it is kept on the result.
+
+    Parameters
+    ----------
+    result : sim.runner.RunResult
+        The night.
+
+    Returns
+    -------
+    ndarray of float64 or None
+        Phase in degrees per sample; None as for :func:`recorded_eeg`.
     """
     x = recorded_eeg(result)
     if x is None:
@@ -92,6 +135,16 @@ def recorded_sigma_envelope(result) -> np.ndarray | None:
     """:func:`sigma_envelope` of the night's first EEG row, computed once per result.
 
     Computed in float32, as recorded: it is only drawn (the evoked spindle).
+
+    Parameters
+    ----------
+    result : sim.runner.RunResult
+        The night.
+
+    Returns
+    -------
+    ndarray of float32 or None
+        Envelope in µV per sample; None as for :func:`recorded_eeg`.
     """
     x = recorded_eeg(result)
     if x is None:
@@ -100,7 +153,17 @@ def recorded_sigma_envelope(result) -> np.ndarray | None:
 
 
 def circular_mean_deg(phases_deg: np.ndarray) -> float:
-    """Circular mean in degrees, in (-180, 180]; NaN when empty."""
+    """Circular mean in degrees, in (-180, 180]; NaN when empty.
+
+    Parameters
+    ----------
+    phases_deg : ndarray
+        Phases in degrees.
+
+    Returns
+    -------
+    float
+    """
     if len(phases_deg) == 0:
         return float("nan")
     z = np.mean(np.exp(1j * np.radians(phases_deg)))
@@ -108,14 +171,37 @@ def circular_mean_deg(phases_deg: np.ndarray) -> float:
 
 
 def resultant_length(phases_deg: np.ndarray) -> float:
-    """Mean resultant length R in [0, 1] (1 = every phase identical); NaN when empty."""
+    """Mean resultant length R in [0, 1] (1 = every phase identical); NaN when empty.
+
+    Parameters
+    ----------
+    phases_deg : ndarray
+        Phases in degrees.
+
+    Returns
+    -------
+    float
+    """
     if len(phases_deg) == 0:
         return float("nan")
     return float(np.abs(np.mean(np.exp(1j * np.radians(phases_deg)))))
 
 
 def phase_metrics(phases_deg: np.ndarray) -> dict[str, float]:
-    """Circular mean error (target 0°), R and the share within ±90° of the up-phase."""
+    """Circular mean error (target 0°), R and the share within ±90° of the up-phase.
+
+    Parameters
+    ----------
+    phases_deg : array_like
+        Phases in degrees (0° = positive peak) at the stimulus onsets.
+
+    Returns
+    -------
+    dict
+        ``n`` (count), ``mean_error_deg`` (:func:`circular_mean_deg`),
+        ``resultant_length`` (:func:`resultant_length`) and ``within_90`` (fraction with
+        ``|phase| <= 90``); NaN figures when empty.
+    """
     phases = np.asarray(phases_deg, dtype=float)
     return {
         "n": int(phases.size),
@@ -133,6 +219,17 @@ def evoked(
     tmax: float = EVOKED_TMAX,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stimulus-locked average of ``x`` (one channel) over the onsets that fit the window.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n,)
+        One channel (any unit; NaN samples are left out of the average).
+    sfreq : float
+        Sampling rate in Hz.
+    onsets : array_like of int
+        Onsets, sample indices into ``x``.
+    tmin, tmax : float
+        Window in seconds around each onset, ``[tmin, tmax)`` rounded to samples.
 
     Returns
     -------
@@ -158,6 +255,18 @@ def sigma_envelope(x_uv: np.ndarray, sfreq: float) -> np.ndarray:
     ``scipy.signal.hilbert`` (:func:`hilbert_quadrature`). It is computed in the precision
     of ``x_uv``: float32 halves the time again on a whole night, for a curve that is only
     drawn.
+
+    Parameters
+    ----------
+    x_uv : ndarray, shape (n,)
+        EEG, µV (float32 or float64).
+    sfreq : float
+        Sampling rate in Hz.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        Envelope in µV: float32 for a float32 input, else float64.
     """
     dtype = np.float32 if x_uv.dtype == np.float32 else np.float64
     sos = signal.butter(4, [11.0, 16.0], "bandpass", fs=sfreq, output="sos").astype(dtype)
@@ -179,6 +288,19 @@ def night_analysis(result) -> dict:
     stimulus delivered (and, for a sham program, of every stimulus it would have played).
     Stages come from the sleeper's own hypnogram when the source is the virtual sleeper,
     else from the online stager.
+
+    Parameters
+    ----------
+    result : sim.runner.RunResult
+        The night.
+
+    Returns
+    -------
+    dict
+        ``stage_reference``, ``delivered_per_stage``, ``delivered_per_min_n2_n3`` (per
+        minute of N2 and N3 in the reference), ``share_outside_n2_n3`` and, when there
+        are EEG samples and onsets, ``phase_delivered`` and ``phase_sham``
+        (:func:`phase_metrics`).
     """
     stims = [e for e in result.events if e["kind"] == "stim"]
     played = [e for e in stims if e["delivered"]]

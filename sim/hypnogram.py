@@ -4,7 +4,7 @@ The generative model follows the textbook architecture of sleep (Carskadon & Dem
 *Normal human sleep: an overview*, in Kryger et al., Principles and Practice of Sleep
 Medicine; Ohayon et al. 2004, Sleep 27:1255 for the proportions):
 
-* sleep onset after 5-20 min of wake and N1;
+* sleep onset (the first N2) after 6-20 min of wake and N1;
 * NREM/REM cycles of about 90 min (the first one a little shorter);
 * N3 concentrated in the first two cycles and nearly gone after the third;
 * REM periods lengthening across the night (a few minutes in the first cycle, 25-35 min
@@ -12,8 +12,9 @@ Medicine; Ohayon et al. 2004, Sleep 27:1255 for the proportions):
 * brief awakenings (one to a few 30-s epochs of W, then a little N1) scattered through
   the night, more often at the end of a cycle and in the second half of the night.
 
-For an 8-h night the expected proportions are about W 7 %, N1 5 %, N2 50 %, N3 17 %,
-R 21 %, within the ranges reported for healthy young and middle-aged adults.
+For an 8-h night the expected proportions are about W 6 %, N1 4 %, N2 53 %, N3 17 %,
+R 19 % (mean of 300 seeded nights), within the ranges reported for healthy young and
+middle-aged adults.
 """
 
 from __future__ import annotations
@@ -72,10 +73,10 @@ def generate_hypnogram(rng: np.random.Generator, n_epochs: int) -> list[str]:
     Notes
     -----
     The night is built as a sleep-onset period followed by cycles; each cycle is N2 descent,
-    N3 (split in one to three bouts by N2 intrusions), N2 ascent, an occasional N1 epoch,
-    then REM. Brief awakenings are inserted afterwards so that they land both at cycle
-    ends and inside NREM periods; each is followed by one or two epochs of N1, as
-    re-entry into sleep passes through N1 in real recordings.
+    N3 (split in one to three bouts by N2 intrusions), N2 ascent, an occasional epoch or
+    two of N1, then REM. Brief awakenings are inserted afterwards so that they land both
+    at cycle ends and inside sleep periods (never straight out of N3); each is followed by
+    one to three epochs of N1, as re-entry into sleep passes through N1 in real recordings.
     """
     if n_epochs <= 0:
         return []
@@ -167,6 +168,21 @@ def stage_fractions(hypnogram: Sequence[str]) -> dict[str, float]:
 def normalize_stage(value: str, where: str = "hypnogram") -> str:
     """Map a stage label (``W``, ``WAKE``, ``REM``, ``S4``...) to one of :data:`STAGES`.
 
+    Case and surrounding spaces are ignored; ``S3`` and ``S4`` are N3, and YASA's integers
+    ``0``-``4`` are W, N1, N2, N3, R.
+
+    Parameters
+    ----------
+    value : str
+        The label.
+    where : str
+        Where it was read, for the error message.
+
+    Returns
+    -------
+    str
+        One of :data:`hal.base.STAGES`.
+
     Raises
     ------
     UserInputError
@@ -203,8 +219,8 @@ def read_hypnogram(path: str | Path) -> list[str]:
     Raises
     ------
     UserInputError
-        Missing, unreadable or empty file, not UTF-8 text, a row without the stage
-        column, or an unknown stage label.
+        Missing, unreadable or empty file, not UTF-8 text, malformed CSV, a header
+        without epochs, a row without the stage column, or an unknown stage label.
     """
     p = Path(path).expanduser()
     if not p.is_file():
@@ -262,8 +278,21 @@ def read_hypnogram(path: str | Path) -> list[str]:
 def rem_period_starts(hypnogram: Sequence[str], merge_epochs: int = 30) -> list[int]:
     """Epoch indices where REM periods start (one per NREM/REM cycle).
 
-    REM runs separated by at most ``merge_epochs`` epochs (15 min) of other stages belong
-    to the same REM period, as in the Feinberg & Floyd (1979) cycle definition.
+    REM runs whose R epochs are at most ``merge_epochs`` epochs apart (by default: less
+    than 15 min of other stages between them) belong to the same REM period, as in the
+    Feinberg & Floyd (1979) cycle definition.
+
+    Parameters
+    ----------
+    hypnogram : sequence of str
+        Stages per 30-s epoch.
+    merge_epochs : int
+        Largest distance, in epochs, from one R epoch to the next within a REM period.
+
+    Returns
+    -------
+    list of int
+        Index of the first R epoch of each REM period, in order.
     """
     starts: list[int] = []
     last_r: int | None = None

@@ -24,9 +24,18 @@ class LatenessRecordingEnvironment(simpy.rt.RealtimeEnvironment):
     Parameters
     ----------
     initial_time : float
-        Simulation time at start.
+        Simulation time at start, seconds.
     factor : float
         Real seconds per simulated second.
+
+    Attributes
+    ----------
+    worst_lateness : float
+        Largest lateness of an event so far, seconds of wall clock.
+    late_events : int
+        Events processed more than 1 ms late.
+    processed_events : int
+        Events processed.
     """
 
     def __init__(self, initial_time: float = 0, factor: float = 1.0) -> None:
@@ -36,7 +45,13 @@ class LatenessRecordingEnvironment(simpy.rt.RealtimeEnvironment):
         self.processed_events = 0
 
     def step(self) -> None:
-        """Process the next event when its real time has come; remember if it was late."""
+        """Process the next event when its real time has come; remember if it was late.
+
+        Raises
+        ------
+        simpy.core.EmptySchedule
+            No event is scheduled.
+        """
         evt_time = self.peek()
         if evt_time is Infinity:
             raise EmptySchedule

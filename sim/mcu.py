@@ -25,7 +25,23 @@ DEFAULT_CLOCK_HZ = 64e6
 
 @dataclass
 class TaskStats:
-    """What was measured of one task."""
+    """What was measured of one task.
+
+    Attributes
+    ----------
+    priority : int
+        Priority of the task (lower number wins).
+    runs : int
+        Instances completed, simulated or accounted in bulk.
+    busy_s : float
+        Time on the core, seconds.
+    worst_response_s : float
+        Longest time from release to completion, seconds.
+    deadline_misses : int
+        Instances that missed their deadline.
+    preemptions : int
+        Times an instance was preempted by a higher-priority one.
+    """
 
     priority: int
     runs: int = 0
@@ -43,7 +59,19 @@ class McuCore:
     env : simpy.Environment
         The simulation's environment.
     clock_hz : float
-        Core clock.
+        Core clock in Hz.
+
+    Attributes
+    ----------
+    tasks : dict of str to TaskStats
+        Figures per task name.
+    in_flight : int
+        Task instances released and not finished.
+
+    Raises
+    ------
+    ValueError
+        ``clock_hz`` is not positive.
     """
 
     def __init__(self, env: simpy.Environment, clock_hz: float = DEFAULT_CLOCK_HZ) -> None:
@@ -62,7 +90,18 @@ class McuCore:
         return self.tasks.setdefault(task, TaskStats(priority))
 
     def seconds(self, cycles: float) -> float:
-        """Busy time of ``cycles`` on this core."""
+        """Busy time of ``cycles`` on this core.
+
+        Parameters
+        ----------
+        cycles : float
+            CPU cycles.
+
+        Returns
+        -------
+        float
+            Seconds.
+        """
         return cycles / self.clock_hz
 
     def account(
@@ -77,6 +116,19 @@ class McuCore:
 
         If one instance alone takes longer than ``deadline_s``, every one of them misses it:
         they are counted, and reported once through ``on_deadline_miss``.
+
+        Parameters
+        ----------
+        task : str
+            Task name.
+        priority : int
+            Its priority (lower number wins).
+        runs : int
+            Instances to add (nothing happens for 0 or fewer).
+        cycles_each : float
+            CPU cycles per instance; its busy time is also its response time.
+        deadline_s : float or None
+            Deadline per instance, seconds; None: none.
         """
         if runs <= 0:
             return
@@ -104,6 +156,29 @@ class McuCore:
         ``deadline_from`` when given -- a dsp task must finish within its block period of
         the block's arrival, however late the acquisition released it -- else from the
         release too. A miss is reported as the time from that same origin.
+
+        Parameters
+        ----------
+        task : str
+            Task name.
+        priority : int
+            Its priority (lower number wins and preempts).
+        cycles : float
+            CPU cycles of this instance.
+        deadline_s : float or None
+            Deadline, seconds; None: none.
+        deadline_from : float or None
+            Simulation time the deadline counts from, seconds; None: the release.
+
+        Yields
+        ------
+        simpy.Event
+            Requests for the core and timeouts, for SimPy.
+
+        Returns
+        -------
+        float
+            Response time, seconds (the process's value).
         """
         st = self._stats(task, priority)
         self.in_flight += 1
@@ -141,13 +216,37 @@ class McuCore:
         return response
 
     def load(self, elapsed_s: float) -> float:
-        """Fraction of ``elapsed_s`` the core was busy."""
+        """Fraction of ``elapsed_s`` the core was busy.
+
+        Parameters
+        ----------
+        elapsed_s : float
+            Time elapsed, seconds.
+
+        Returns
+        -------
+        float
+            Busy time over ``elapsed_s``; 0 when ``elapsed_s`` is not positive.
+        """
         if elapsed_s <= 0:
             return 0.0
         return sum(t.busy_s for t in self.tasks.values()) / elapsed_s
 
     def summary(self, elapsed_s: float) -> dict:
-        """Per-task figures and the overall load, for summary.json."""
+        """Per-task figures and the overall load, for summary.json.
+
+        Parameters
+        ----------
+        elapsed_s : float
+            Time elapsed, seconds.
+
+        Returns
+        -------
+        dict
+            ``clock_hz``, ``cpu_load`` (:meth:`load`) and ``tasks``: per task, in order of
+            priority, ``priority``, ``runs``, ``load`` (fraction), ``worst_response_ms``,
+            ``deadline_misses`` and ``preemptions``.
+        """
         return {
             "clock_hz": self.clock_hz,
             "cpu_load": self.load(elapsed_s),

@@ -100,8 +100,16 @@ def prepare_output_folder(out_dir: str | Path) -> list[Path]:
 
 
 def remove_created_folders(folders: list[Path]) -> None:
-    """Remove the folders :func:`prepare_output_folder` created, deepest first, as long as
-    they are empty (a run that failed leaves no empty folder behind)."""
+    """Remove the folders :func:`prepare_output_folder` created, while they are empty.
+
+    A run that failed leaves no empty folder behind. Removal stops at the first folder
+    that cannot be removed (e.g. it is not empty), leaving it and its parents.
+
+    Parameters
+    ----------
+    folders : list of Path
+        The folders, deepest first, as :func:`prepare_output_folder` returned them.
+    """
     for folder in folders:
         try:
             folder.rmdir()
@@ -112,10 +120,20 @@ def remove_created_folders(folders: list[Path]) -> None:
 def remove_previous_outputs(out: Path) -> list[str]:
     """Remove a previous run's outputs from ``out`` (only :data:`OUTPUT_NAMES`).
 
+    Parameters
+    ----------
+    out : Path
+        Output folder.
+
     Returns
     -------
     list of str
         The names removed.
+
+    Raises
+    ------
+    UserInputError
+        One of them cannot be removed.
     """
     removed = []
     for name in OUTPUT_NAMES:
@@ -138,7 +156,20 @@ def remove_previous_outputs(out: Path) -> list[str]:
 def atomic_path(final: Path, tmp_suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; rename it into place on success.
 
-    ``tmp_suffix`` ends the temporary name (default: the suffix of ``final``).
+    On an error in the ``with`` block the temporary file is removed and ``final`` is left
+    as it was.
+
+    Parameters
+    ----------
+    final : Path
+        The file's final name.
+    tmp_suffix : str or None
+        Ends the temporary name (default: the suffix of ``final``).
+
+    Yields
+    ------
+    Path
+        The temporary file (created empty) to write.
     """
     suffix = final.suffix if tmp_suffix is None else tmp_suffix
     fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}-", suffix=suffix, dir=final.parent)
@@ -170,7 +201,17 @@ def _json_default(obj: object) -> object:
 
 
 def write_events(result: RunResult, path: Path) -> None:
-    """Write ``events.jsonl``: one JSON object per line, ordered by ``t``."""
+    """Write ``events.jsonl``: one JSON object per line, ordered by ``t``.
+
+    Top-level float values are rounded to 6 decimals (microseconds for times).
+
+    Parameters
+    ----------
+    result : RunResult
+        The night.
+    path : Path
+        The file to write.
+    """
 
     def writer(fh) -> None:
         for ev in sorted(result.events, key=lambda e: e["t"]):
@@ -187,13 +228,31 @@ def format_seconds(seconds: float) -> str:
     digits: it writes ``1.00002e+06`` from 10^6 s on and ``100016`` for ``100015.5``); an
     epoch start that is not a whole second (a device rate that is not a whole number of
     samples per 30 s) keeps its fraction, to the microsecond as in ``events.jsonl``.
+
+    Parameters
+    ----------
+    seconds : float
+        The time.
+
+    Returns
+    -------
+    str
+        The number, without trailing zeros (``"0"`` for minus zero).
     """
     text = f"{float(seconds):.6f}".rstrip("0").rstrip(".")
     return "0" if text == "-0" else text
 
 
 def write_hypnogram(result: RunResult, path: Path) -> None:
-    """Write ``hypnogram.csv`` (header ``epoch_start_s,stage``)."""
+    """Write ``hypnogram.csv`` (header ``epoch_start_s,stage``).
+
+    Parameters
+    ----------
+    result : RunResult
+        The night; its online stager's epochs, ordered by start.
+    path : Path
+        The file to write.
+    """
 
     def writer(fh) -> None:
         w = csv.writer(fh, lineterminator="\n")
@@ -205,7 +264,15 @@ def write_hypnogram(result: RunResult, path: Path) -> None:
 
 
 def write_summary(result: RunResult, path: Path) -> None:
-    """Write ``summary.json``."""
+    """Write ``summary.json``.
+
+    Parameters
+    ----------
+    result : RunResult
+        The night; its ``summary``.
+    path : Path
+        The file to write.
+    """
     _write_text(path, lambda fh: json.dump(result.summary, fh, indent=2, default=_json_default))
 
 
@@ -220,6 +287,19 @@ def session_annotations(result: RunResult) -> list[tuple[float, float, str]]:
     A recording's own stage annotations (an expert's hypnogram) are kept as
     ``recording/Sleep stage ...``: under their own name they would be counted with the
     online stager's, and a reader could not tell the two hypnograms apart.
+
+    Parameters
+    ----------
+    result : RunResult
+        The night.
+
+    Returns
+    -------
+    list of tuple
+        ``(onset_s, duration_s, description)``, sorted; onsets in seconds from the first
+        sample. Stimuli are ``stim/<modality>/delivered`` or
+        ``stim/<modality>/withheld/<reason>``, bad signal ``BAD_signal/<cause>``, other
+        safety events ``safety/<event>``, stages ``Sleep stage <stage>`` (30 s each).
     """
     ann = []
     renamed = 0
@@ -250,9 +330,22 @@ def session_annotations(result: RunResult) -> list[tuple[float, float, str]]:
 
 
 def fif_channel_names(names: list[str]) -> list[str]:
-    """Channel names FIF can hold: MNE writes them as ASCII, so ``C4–M1 µ`` (from an EDF
-    or BrainVision file) becomes ``C4-M1 u``-like text, each name kept unique; a change is
-    logged. events.jsonl and summary.json keep the original names."""
+    """Channel names FIF can hold: ASCII, each name kept unique.
+
+    MNE writes names as ASCII, so ``C4–M1 µ`` (from an EDF or BrainVision file) becomes
+    ``C4-M1 u``-like text; a change is logged. events.jsonl and summary.json keep the
+    original names.
+
+    Parameters
+    ----------
+    names : list of str
+        Channel names in row order.
+
+    Returns
+    -------
+    list of str
+        The names to write, in the same order (``-2``, ``-3``... appended to a repeat).
+    """
     import unicodedata
 
     out: list[str] = []
@@ -279,6 +372,16 @@ def recording_start(result: RunResult) -> datetime.datetime | None:
 
     A recording carries its start (``SourceInfo.meas_date``, POSIX seconds) into the
     result's ``meas_date``; the virtual sleeper has none.
+
+    Parameters
+    ----------
+    result : RunResult
+        The night.
+
+    Returns
+    -------
+    datetime.datetime or None
+        The start, timezone-aware in UTC; None when unknown.
     """
     posix = result.meas_date
     if posix is None:
@@ -334,6 +437,21 @@ def write_session_fif(result: RunResult, path: Path) -> None:
 
     Its ``meas_date`` is the recording's start when the source knows it (None for the
     virtual sleeper); annotation onsets are seconds from the first sample either way.
+    Annotations outside the recording are dropped, and those running past its end cut
+    there. Samples are written as float32 in SI units: volts for EEG, EOG, EMG and ECG,
+    native units for the other roles.
+
+    Parameters
+    ----------
+    result : RunResult
+        The night, with its recorded samples.
+    path : Path
+        The file to write.
+
+    Raises
+    ------
+    ValueError
+        The run kept no samples (``record=False``).
     """
     import mne
 
@@ -388,6 +506,11 @@ def write_outputs(result: RunResult, out_dir: str | Path, report: bool = True) -
     -------
     Path
         The output folder.
+
+    Raises
+    ------
+    UserInputError
+        The folder is unusable, or a previous run's output cannot be removed.
     """
     from sim import analysis
 

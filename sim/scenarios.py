@@ -10,7 +10,8 @@ Each scenario is data plus small wrappers the runner applies:
   event). The island's release cue (a light ramp) frees them: they wake and calm down
   (a ``world`` ``released`` event).
 * ``app-hang`` — the application hangs at 120 s (stops checking in, spins on the core).
-* ``flood`` — from 60 s the application asks for a stimulus every 50 ms.
+* ``flood`` — from 60 s, for 30 s, the application asks for a stimulus every 50 ms, rounded
+  down to whole DMA blocks (every 32 ms at 250 Hz with 8-sample blocks).
 * ``electrode-off`` — the EEG leads come off at 90 s for 60 s and a glitched program
   keeps stimulating.
 * ``wake-button`` — the sleeper presses the wake button at 100 s; a forged re-arm is
@@ -55,6 +56,12 @@ class NightmareWorld:
         given time for short test nights without REM).
     lead_off : tuple of float or None
         ``(start_s, duration_s)`` during which every EEG row reads NaN (leads off).
+
+    Attributes
+    ----------
+    distress_on, distress_off : float or None
+        When the nightmare began and when the sleeper calmed after the release, seconds;
+        None until then.
     """
 
     HR_CALM, HR_DISTRESS = 60.0, 90.0
@@ -84,7 +91,20 @@ class NightmareWorld:
 
     # -- SignalSource -----------------------------------------------------------------------
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Base samples with the nightmare's signals and a modelled heart."""
+        """Base samples with the nightmare's signals and a modelled heart.
+
+        Parameters
+        ----------
+        start, stop : int
+            Device sample indices, as :meth:`hal.base.SignalSource.read`.
+
+        Returns
+        -------
+        ndarray of float64, shape (n_channels, n)
+            Volts (a new array): the ECG row replaced by a 60-bpm heart (90 bpm in
+            distress), movement and chin-EMG bursts during distress, NaN EEG while the
+            leads are off.
+        """
         # A copy: a recording hands out read-only views of the night, and this adds to them.
         x = np.array(self.base.read(start, stop), dtype=np.float64)
         n = x.shape[1]
@@ -127,7 +147,16 @@ class NightmareWorld:
 
     # -- WorldHook ----------------------------------------------------------------------------
     def stimulate(self, stimulus: Stimulus) -> None:
-        """Hear a stimulus (or the island's release cue) and respond."""
+        """Hear a stimulus (or the island's release cue) and respond.
+
+        The base night hears it too. While dreaming, the third stimulus within 60 s starts
+        the nightmare 1 s later; a release cue during one ends it 2 s later.
+
+        Parameters
+        ----------
+        stimulus : Stimulus
+            What reached the sleeper (``reason == "release"`` for the cue).
+        """
         if hasattr(self.base, "stimulate"):
             self.base.stimulate(stimulus)
         t = stimulus.onset_sample / self.sfreq
@@ -167,7 +196,18 @@ class NightmareWorld:
             )
 
     def world_events(self, start: int, stop: int) -> list[dict]:
-        """The base night's events plus the nightmare's, in ``[start, stop)``."""
+        """The base night's events plus the nightmare's, in ``[start, stop)``.
+
+        Parameters
+        ----------
+        start, stop : int
+            Device sample indices.
+
+        Returns
+        -------
+        list of dict
+            Events ordered by ``t`` (seconds).
+        """
         out = (
             list(self.base.world_events(start, stop)) if hasattr(self.base, "world_events") else []
         )
@@ -177,15 +217,33 @@ class NightmareWorld:
 
     @property
     def hypnogram(self):
-        """The base night's hypnogram (for the report)."""
+        """The base night's hypnogram (for the report); None when it has none."""
         return getattr(self.base, "hypnogram", None)
 
 
 class GlitchApp:
-    """An application with the glitch: from ``start_s`` it asks for a stimulus every
-    ``every_s``, ``step_db`` louder each time, and ignores every refusal.
+    """An application with a glitch that asks for ever louder stimuli.
 
-    Everything else is the wrapped application's.
+    From ``start_s`` it asks for a stimulus every ``every_s`` (rounded down to whole DMA
+    blocks, one block at least), ``step_db`` louder each time, and ignores every refusal.
+    Each request is timed to reach the sleeper 0.3 s after the block that made it; when
+    the wrapped application asks for a stimulus in the same chunk, the glitch asks for
+    none that time. Everything else is the wrapped application's.
+
+    Parameters
+    ----------
+    app : firmware.app.Application
+        The application to wrap.
+    start_s : float
+        Time of the first request, seconds (rounded down to a block boundary).
+    every_s : float
+        Time between requests, seconds.
+    level_db : float
+        Level of the first request (dB SPL for audio).
+    step_db : float
+        Added to the level after each request.
+    stop_s : float
+        No request from this time on, seconds.
     """
 
     def __init__(
@@ -208,11 +266,38 @@ class GlitchApp:
         return getattr(self._app, name)
 
     def withheld_at(self, index: int) -> str | None:
-        """The glitch skips the last look before its timer fires."""
+        """The glitch skips the last look before its timer fires.
+
+        Parameters
+        ----------
+        index : int
+            Sample at which a timer fires.
+
+        Returns
+        -------
+        None
+            Never a reason to withhold.
+        """
         return None
 
     def process(self, start: int, data: np.ndarray, flags: np.ndarray) -> ChunkResult:
-        """The wrapped processing, cut at the glitch's next request, plus that request."""
+        """The wrapped processing, cut at the glitch's next request, plus that request.
+
+        Parameters
+        ----------
+        start : int
+            Absolute index of ``data[:, 0]``.
+        data : ndarray, shape (n_channels, n)
+            Samples, as :meth:`firmware.app.Application.process` takes them.
+        flags : ndarray of uint8
+            ADC flags, same shape.
+
+        Returns
+        -------
+        ChunkResult
+            The wrapped application's result, with the glitch's request (reason
+            ``"glitch"``, ``detail["level_db"]``) added when one was due.
+        """
         n = data.shape[1]
         if start < self._next < start + n:
             n = self._next - start
@@ -228,7 +313,18 @@ class GlitchApp:
 
 
 class FloodApp(GlitchApp):
-    """An application that floods the interlock with requests from ``start_s``."""
+    """An application that floods the interlock with requests for 30 s from ``start_s``.
+
+    One 50-dB request every 50 ms, rounded down to whole DMA blocks (see
+    :class:`GlitchApp`).
+
+    Parameters
+    ----------
+    app : firmware.app.Application
+        The application to wrap.
+    start_s : float
+        Time of the first request, seconds.
+    """
 
     def __init__(self, app, start_s: float) -> None:
         super().__init__(
@@ -238,7 +334,24 @@ class FloodApp(GlitchApp):
 
 @dataclass
 class Scenario:
-    """What a scenario changes in a night (see the module docstring)."""
+    """What a scenario changes in a night (see the module docstring).
+
+    Attributes
+    ----------
+    name : str
+        One of :data:`SCENARIOS`.
+    seed : int
+        The run's seed (names the board for host re-arms).
+    wrap_source : callable
+        Wraps the night's :class:`hal.base.SignalSource` (identity by default).
+    wrap_app : callable
+        Wraps the application (identity by default).
+    hang_s : float or None
+        Time from which the application hangs, seconds; None: it never does.
+    injections : list of tuple
+        ``(t, action)``, ``t`` in seconds, ``action`` one of ``"button-down"``,
+        ``"button-up"``, ``"kill"``, ``"rearm-forged"``, ``"rearm-host"``.
+    """
 
     name: str
     seed: int
@@ -250,14 +363,35 @@ class Scenario:
     injections: list[tuple[float, str]] = field(default_factory=list)
 
     def next_injection(self, now: float) -> float:
-        """Time of the next injection (or hang) after ``now``; ``inf`` when none."""
+        """Time of the next injection (or hang) after ``now``; ``inf`` when none.
+
+        Parameters
+        ----------
+        now : float
+            Simulation time, seconds.
+
+        Returns
+        -------
+        float
+            Seconds.
+        """
         times = [t for t, _ in self.injections if t > now]
         if self.hang_s is not None and self.hang_s > now:
             times.append(self.hang_s)
         return min(times, default=math.inf)
 
     def hang_at(self, t: float) -> bool:
-        """Whether the application is hung at ``t``."""
+        """Whether the application is hung at ``t``.
+
+        Parameters
+        ----------
+        t : float
+            Simulation time, seconds.
+
+        Returns
+        -------
+        bool
+        """
         return self.hang_s is not None and t >= self.hang_s
 
     def start(self, night) -> None:
@@ -265,6 +399,11 @@ class Scenario:
 
         Injections at or after the night's end (its last sample) never happen: they are
         dropped here (and logged), not run on after the night nor written as events.
+
+        Parameters
+        ----------
+        night : sim.runner.Night
+            The night being simulated (its environment, island and event list).
         """
         end = night.t_of(night.n_samples)
         late = sorted((t, a) for t, a in self.injections if not t < end)
