@@ -37,7 +37,7 @@ from scipy import signal
 
 from bench._json import json_line
 from firmware.staging import OnlineStager, score
-from hal.base import STAGES
+from hal.base import STAGES, UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -102,21 +102,16 @@ def read_txt_excerpt(path: Path, duration_s: float = 1800.0) -> tuple[np.ndarray
     return x, x.size / duration_s, name
 
 
-def _microvolts(volts: np.ndarray, name: str) -> np.ndarray:
-    """µV from MNE's volts, undoing a missing physical unit in the file header.
-
-    The DREAMS EDF declares no usable unit for its channels, so MNE returns the stored µV
-    values as if they were volts (a median of megavolts); a biopotential is never that.
-    """
-    uv = volts * 1e6
-    if np.median(np.abs(uv)) > 1e4:
-        logger.warning("channel %s: values look like µV stored without a unit; rescaling", name)
-        uv = volts
-    return uv
-
-
 def dreams_recordings(folder: Path) -> list[Recording]:
-    """The three DREAMS excerpts EEG-only, and excerpt 3 again with its EOG and EMG."""
+    """The three DREAMS excerpts EEG-only, and excerpt 3 again with its EOG and EMG.
+
+    The text excerpts hold µV by the database's definition. ``excerpt3.edf`` is loaded by
+    the simulator's own loader (:func:`file_recording`), so its units and its resampling
+    to the device rate are those of ``slumbersync simulate --recording
+    'file:///.../excerpt3.edf?eog=EOG1-A1&emg=EMG1' --channel C3-A1 --min-sfreq 50``.
+    """
+    if not folder.is_dir():
+        raise UserInputError(f"No such folder of DREAMS excerpts: {folder}")
     recs = []
     for i in (1, 3, 4):
         x, sf, ch = read_txt_excerpt(folder / f"excerpt{i}.txt")
@@ -124,38 +119,64 @@ def dreams_recordings(folder: Path) -> list[Recording]:
         recs.append(Recording(f"excerpt{i} {ch}", sf, x, None, None, truth))
     edf = folder / "excerpt3.edf"
     if edf.exists():
-        import mne
-
-        raw = mne.io.read_raw_edf(edf, preload=True, verbose="error")
-        sf = raw.info["sfreq"]
-        get = {c: _microvolts(raw.get_data(picks=[c])[0], c) for c in ("C3-A1", "EOG1-A1", "EMG1")}
-        truth = read_rk_hypnogram(folder / "Hypnogram_excerpt3.txt")
-        recs.append(
-            Recording(
-                "excerpt3 C3-A1+EOG+EMG", sf, get["C3-A1"], get["EOG1-A1"], get["EMG1"], truth
-            )
+        rec = file_recording(
+            edf, "C3-A1", folder / "Hypnogram_excerpt3.txt", eog="EOG1-A1", emg="EMG1"
         )
+        rec.name = "excerpt3 C3-A1+EOG+EMG"
+        recs.append(rec)
     return recs
 
 
-def file_recording(path: Path, channel: str, hypnogram: Path) -> Recording:
-    """Any recording MNE reads, through the project's file backend (EOG/EMG when found)."""
+def file_recording(
+    path: Path,
+    channel: str,
+    hypnogram: Path,
+    eog: str | None = None,
+    emg: str | None = None,
+) -> Recording:
+    """Any recording MNE reads, through the simulator's loader, at the device rate.
+
+    Parameters
+    ----------
+    path : Path
+        The recording.
+    channel : str
+        Its EEG channel.
+    hypnogram : Path
+        The reference hypnogram (:func:`read_truth`).
+    eog, emg : str, optional
+        Auxiliary channels by name; default: found as the simulator finds them.
+
+    Returns
+    -------
+    Recording
+        Signals in µV at :data:`SFREQ`, as :mod:`hal.recording` reads them (units from
+        the file header, gaps as NaN).
+
+    Raises
+    ------
+    UserInputError
+        Whatever the loader refuses (missing file, wrong channel, rate below 50 Hz...).
+    """
     from hal import open_source
 
-    src = open_source(str(path), channel=channel, min_sfreq=50.0)
+    # ecg=none: the stager does not use it, and loading it only costs time.
+    src = open_source(
+        str(path), channel=channel, eog=eog, emg=emg, ecg="none", sfreq=SFREQ, min_sfreq=50.0
+    )
     try:
         info = src.info
         data = src.read(0, info.n_samples) * 1e6
     finally:
         src.close()
-    eog = info.picks("eog")
-    emg = info.picks("emg")
+    eog_rows = info.picks("eog")
+    emg_rows = info.picks("emg")
     return Recording(
         Path(path).name,
         info.sfreq,
         data[info.picks("eeg")[0]],
-        data[eog[0]] if eog else None,
-        data[emg[0]] if emg else None,
+        data[eog_rows[0]] if eog_rows else None,
+        data[emg_rows[0]] if emg_rows else None,
         read_truth(hypnogram),
     )
 
@@ -316,21 +337,25 @@ def main(argv: list[str] | None = None) -> int:
     with_yasa = not args.no_yasa
     results: dict[str, dict] = {}
     groups: dict[str, list[str]] = {}
-    if args.dreams is not None:
-        for rec in dreams_recordings(args.dreams):
-            aux = rec.eog is not None
-            results[rec.name] = evaluate(rec, aux, with_yasa)
-            groups.setdefault("dreams_eeg" if not aux else "dreams_aux", []).append(rec.name)
-    if args.recording is not None:
-        if args.hypnogram is None or args.channel is None:
-            ap.error("--recording needs --channel and --hypnogram")
-        rec = file_recording(args.recording, args.channel, args.hypnogram)
-        results[rec.name] = evaluate(rec, True, with_yasa)
-        groups.setdefault("recording", []).append(rec.name)
-    for i in range(args.virtual):
-        rec = virtual_recording(VIRTUAL_FIRST_SEED + i, args.hours)
-        results[rec.name] = evaluate(rec, True, with_yasa)
-        groups.setdefault("virtual", []).append(rec.name)
+    try:
+        if args.dreams is not None:
+            for rec in dreams_recordings(args.dreams):
+                aux = rec.eog is not None
+                results[rec.name] = evaluate(rec, aux, with_yasa)
+                groups.setdefault("dreams_eeg" if not aux else "dreams_aux", []).append(rec.name)
+        if args.recording is not None:
+            if args.hypnogram is None or args.channel is None:
+                ap.error("--recording needs --channel and --hypnogram")
+            rec = file_recording(args.recording, args.channel, args.hypnogram)
+            results[rec.name] = evaluate(rec, True, with_yasa)
+            groups.setdefault("recording", []).append(rec.name)
+        for i in range(args.virtual):
+            rec = virtual_recording(VIRTUAL_FIRST_SEED + i, args.hours)
+            results[rec.name] = evaluate(rec, True, with_yasa)
+            groups.setdefault("virtual", []).append(rec.name)
+    except (UserInputError, OSError) as err:
+        # A missing file or a recording the loader refuses: one line, no traceback.
+        raise SystemExit(f"bench.staging: error: {err}") from None
     if not results:
         ap.error("nothing to evaluate: give --dreams, --recording or --virtual")
     for name, r in results.items():

@@ -11,10 +11,12 @@ from pathlib import Path
 import mne
 import numpy as np
 import pytest
+from conftest import slow_wave_eeg
 
 import bench
-from bench import phase
+from bench import phase, staging
 from bench._json import json_line, strict
+from firmware.phase import Candidate
 from hal.recording import RecordingSource
 
 DREAMS = Path(__file__).resolve().parents[2] / "shared" / "data" / "dreams"
@@ -114,6 +116,126 @@ def test_phase_json_line_is_strict_without_a_stimulus(
             m = result["estimators"][name][row]
             # No stimulus, no minute of N2/N3: the metrics without a value are null.
             assert m["n"] == 0 and m["mean_deg"] is None and m["per_min_n2n3"] is None
+
+
+#: The gap of :func:`gap_fif`, seconds.
+GAP = (300.0, 310.0)
+
+
+def gap_fif(path: Path, gap: tuple[float, float] | None = GAP) -> Path:
+    """Ten minutes of slow waves at 100 Hz in a FIF, NaN over ``gap`` (a lost stretch)."""
+    sfreq = 100.0
+    x = slow_wave_eeg(600.0, sfreq, seed=1)
+    if gap is not None:
+        x[round(gap[0] * sfreq) : round(gap[1] * sfreq)] = np.nan
+    raw = mne.io.RawArray(x[np.newaxis], mne.create_info(["C3"], sfreq, "eeg"), verbose=False)
+    raw.save(path, overwrite=True, verbose=False)
+    return path
+
+
+def phase_json(path: Path, capsys: pytest.CaptureFixture[str], *options: str) -> dict:
+    """bench.phase's JSON line for one recording (no hypnogram: all of it is N2/N3)."""
+    assert phase.main(["--recording", str(path), "--channel", "C3", *options]) == 0
+    result = strict_loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert isinstance(result, dict)
+    return result
+
+
+def test_referee_phase_is_undefined_only_near_a_gap() -> None:
+    x = slow_wave_eeg(300.0, 250.0, seed=2) * 1e6
+    gapped = x.copy()
+    gapped[round(150 * 250) : round(155 * 250)] = np.nan
+    truth = phase.ground_truth_phase(x, 250.0)
+    got = phase.referee_phase(gapped, 250.0)
+    # No phase in the gap and within the margin of it, a phase everywhere else.
+    margin = round(phase.REFEREE_MARGIN_S * 250)
+    undefined = np.zeros(x.size, dtype=bool)
+    undefined[round(150 * 250) - margin : round(155 * 250) + margin] = True
+    np.testing.assert_array_equal(np.isnan(got), undefined)
+    # Outside the margin the gap costs the referee no more than a few degrees.
+    error = np.abs((got[~undefined] - truth[~undefined] + 180) % 360 - 180)
+    assert error.max() < 5
+    # Without a gap it is the referee itself, bit for bit.
+    np.testing.assert_array_equal(phase.referee_phase(x, 250.0), truth)
+
+
+def test_phase_gate_takes_a_gap_for_bad_signal() -> None:
+    x = np.zeros(round(60 * 250))
+    x[round(30 * 250) : round(31 * 250)] = np.nan  # lead-off to the ADC: withholds to 36 s
+    ok = np.ones(x.size, dtype=bool)
+    cands = [Candidate(d, d + 20, -50.0, 1.0, -20.0) for d in (7 * 250, 33 * 250, 40 * 250)]
+    kept = phase.gate(cands, x, ok)
+    assert [c.decision_index for c in kept] == [7 * 250, 40 * 250]
+
+
+@pytest.mark.parametrize("gate", ["expert", "online"])
+def test_phase_excludes_onsets_near_a_nan_gap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], gate: str
+) -> None:
+    """A gap costs its own seconds: the rest of the night is measured, and counted right."""
+    estimators = "echt,pll,ngo" if gate == "expert" else "echt"
+    options = ("--gate", gate, "--estimators", estimators)
+    clean = phase_json(gap_fif(tmp_path / "clean_raw.fif", gap=None), capsys, *options)
+    gapped = phase_json(gap_fif(tmp_path / "gap_raw.fif"), capsys, *options)
+    for name in estimators.split(","):
+        c, g = clean["estimators"][name]["clean_raw"], gapped["estimators"][name]["gap_raw"]
+        # The estimators go on after the gap (a NaN fed to a filter would stop them) ...
+        assert g["n"] >= 0.9 * c["n"], (name, c, g)
+        # ... and the statistics are those of the rest of the night, not NaN or poisoned.
+        assert g["mean_deg"] == pytest.approx(c["mean_deg"], abs=3), (name, c, g)
+        assert g["R"] == pytest.approx(c["R"], abs=0.02), (name, c, g)
+        assert g["within_90"] == pytest.approx(c["within_90"], abs=0.02), (name, c, g)
+        # The onsets just before the gap have no referee phase: left out, and said so.
+        assert g["n_excluded"] >= 1, (name, g)
+        assert g["gap_s"] == pytest.approx(GAP[1] - GAP[0], abs=0.05)
+        assert c["n_excluded"] == 0 and c["gap_s"] == 0
+        pooled = gapped["estimators"][name]["pooled"]
+        assert pooled["n_excluded"] == g["n_excluded"] and pooled["gap_s"] == g["gap_s"]
+
+
+def test_phase_text_recording_keeps_its_gap_in_place(tmp_path: Path) -> None:
+    x = slow_wave_eeg(120.0, 100.0, seed=3) * 1e6
+    x[4000:4100] = np.nan  # 40 s .. 41 s
+    path = tmp_path / "night.txt"
+    path.write_text("[C3-A1]\n" + "\n".join(f"{v:.3f}" for v in x) + "\n")
+    rec = phase.load_recording(path, None, None, 100.0)
+    assert rec.x_uv.size == 120 * 250
+    gap = np.flatnonzero(np.isnan(rec.x_uv))
+    # The resampler's filter does not carry the NaN beyond the samples next to the gap.
+    assert gap.min() >= 40 * 250 - 3 and gap.max() <= 41 * 250 + 3
+    assert gap.size == gap.max() - gap.min() + 1
+
+
+def test_phase_bad_hypnogram_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = gap_fif(tmp_path / "night_raw.fif", gap=None)
+    argv = ["--recording", str(path), "--channel", "C3"]
+    with pytest.raises(SystemExit, match=r"^bench\.phase: error: .*missing\.txt"):
+        phase.main([*argv, "--hypnogram", str(tmp_path / "missing.txt")])
+    odd = tmp_path / "odd.txt"
+    odd.write_text("[Hypnogram]\n2\n9\n")
+    with pytest.raises(SystemExit, match=r"^bench\.phase: error: .*odd\.txt: not a DREAMS"):
+        phase.main([*argv, "--hypnogram", str(odd)])
+
+
+def test_staging_missing_dreams_folder_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"^bench\.staging: error: .*no-such-folder"):
+        staging.main(["--dreams", str(tmp_path / "no-such-folder"), "--no-yasa"])
+
+
+@pytest.mark.skipif(not DREAMS.is_dir(), reason="DREAMS excerpts not available")
+def test_staging_reads_the_dreams_edf_as_the_simulator_does() -> None:
+    """excerpt3.edf as the simulator reads it (``file://.../excerpt3.edf?eog=EOG1-A1&emg=EMG1``
+    with ``--channel C3-A1 --min-sfreq 50``): its units, its rate, sample for sample."""
+    rec = staging.dreams_recordings(DREAMS)[-1]
+    assert rec.name == "excerpt3 C3-A1+EOG+EMG" and rec.sfreq == 250.0
+    with RecordingSource.from_path(
+        DREAMS / "excerpt3.edf", channel="C3-A1", eog="EOG1-A1", emg="EMG1", min_sfreq=50
+    ) as src:
+        volts = src.read(0, src.info.n_samples)
+    for row, x in enumerate((rec.eeg, rec.eog, rec.emg)):
+        np.testing.assert_array_equal(x, volts[row] * 1e6)
 
 
 def test_json_line_writes_null_for_non_finite_numbers() -> None:
