@@ -377,6 +377,12 @@ class Application:
                 f"Program {program.name!r} (trigger.kind = {program.trigger.kind!r}) cannot "
                 f"run at a device rate of {self.sfreq:g} Hz: {err}"
             ) from err
+        if self.rem_cue:
+            # Atonia is judged on the chin band the recording holds (firmware.substates).
+            try:
+                self.trigger.detector.limit_emg_band(info.bandwidth_hz)
+            except ValueError as err:
+                raise UserInputError(f"Program {program.name!r} cannot run here: {err}") from err
         # Chin EMG is muscle activity above the EEG's bands; a recording made at a low rate
         # keeps only 10 Hz to its Nyquist frequency of it, where spindles, alpha and the
         # heart leak into the chin lead and read as bursts: arousals all night long.

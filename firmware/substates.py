@@ -12,7 +12,9 @@ gives exactly the events of one whole scan.
   movements on the EOG (a fast step, slope above ``slope_uv_s`` after an 8-Hz low-pass;
   the slow rolling eye movements of drowsiness and frontal slow waves stay far below it)
   and chin atonia (the 1-s log RMS of the 15-Hz high-passed chin EMG, smoothed over
-  ~10 s, below ``atonia_ratio`` times its running baseline outside REM, ~5 min). REM is *on* from
+  ~10 s, below ``atonia_ratio`` times its running baseline outside REM, ~5 min; a recording
+  made at a low rate is measured only up to its Nyquist frequency, see
+  :meth:`RemOnsetDetector.limit_emg_band`). REM is *on* from
   the block where the chin is atonic and at least ``min_rems`` movements fell in the last
   ``window_s``, and *off* when the chin tone returns or no movement came for ``hold_s``
   (tonic REM has long quiet stretches). Without a chin channel the eye movements decide
@@ -44,6 +46,12 @@ __all__ = ["RemOnsetDetector", "SleepOnsetDetector", "StateEvent"]
 STATE_CYCLES_PER_BLOCK = 120
 #: Cycles per sample of the per-block reductions (a square or a slope and a compare).
 REDUCE_CYCLES_PER_SAMPLE = 6
+#: Chin tone is measured above this (Hz): below it the chin lead carries spindles, alpha,
+#: the ECG and movement as much as muscle.
+EMG_TONE_LOW_HZ = 15.0
+#: Narrowest chin band (Hz) above :data:`EMG_TONE_LOW_HZ` that still measures a tone: a
+#: recording whose Nyquist frequency is closer to 15 Hz holds no chin tone at all.
+MIN_EMG_TONE_WIDTH_HZ = 5.0
 
 
 @dataclass(frozen=True)
@@ -189,6 +197,10 @@ class RemOnsetDetector:
         Atonic when the smoothed chin RMS is below this times its non-atonic baseline.
     tone_tau_s, baseline_tau_s : float
         Time constants of the smoothed chin RMS and of its baseline.
+    emg_bandwidth_hz : float, optional
+        Highest frequency the chin row holds (a recording made at a low rate and resampled
+        up, :attr:`hal.base.SourceInfo.bandwidth_hz`); None: the full band. See
+        :meth:`limit_emg_band`.
     """
 
     def __init__(
@@ -205,6 +217,7 @@ class RemOnsetDetector:
         atonia_ratio: float = 0.55,
         tone_tau_s: float = 10.0,
         baseline_tau_s: float = 300.0,
+        emg_bandwidth_hz: float | None = None,
     ) -> None:
         if not (has_eog or has_emg):
             raise ValueError("REM onset needs an EOG or a chin EMG row.")
@@ -224,11 +237,66 @@ class RemOnsetDetector:
         # Hysteresis: once on, the tone must rise a little further before REM ends.
         self.log_back = math.log(min(0.95, atonia_ratio * 1.25))
         self.f_eog = CausalFilter((None, 8.0), sfreq) if has_eog else None
-        self.f_emg = CausalFilter((15.0, None), sfreq) if has_emg else None
+        self.f_emg = CausalFilter((EMG_TONE_LOW_HZ, None), sfreq) if has_emg else None
+        #: The chin row is read for atonia (False when its recording holds no tone band).
+        self.use_emg = self.has_emg
         self._prev_eog = 0.0
         self._st = np.full(_R_RING0 + _RING, -1.0)
         self._st[[_R_ON, _R_POS, _R_TONE, _R_BASE, _R_HAS, _R_WSUM, _R_WFILL]] = 0.0
         self._st[_R_LAST] = -1e12
+        if emg_bandwidth_hz is not None:
+            self.limit_emg_band(emg_bandwidth_hz)
+
+    def limit_emg_band(self, bandwidth_hz: float | None) -> None:
+        """Measure the chin tone only in the band the recording holds.
+
+        A recording made at a low rate (DREAMS excerpt 3: 50 Hz) and resampled up to the
+        device rate holds nothing of the chin above its Nyquist frequency, but the
+        front end still adds its noise there: the 15-Hz high-passed RMS would then be
+        mostly that noise, which atonia does not lower, and REM would be missed. The tone
+        is measured in 15 Hz to ``bandwidth_hz`` instead (the same signs, and the same
+        baseline ratio: atonia lowers the whole muscle band). A recording whose band ends
+        less than :data:`MIN_EMG_TONE_WIDTH_HZ` above 15 Hz holds no chin tone: the chin
+        row is then ignored with a warning and the eye movements decide alone. Call
+        before the first :meth:`scan`.
+
+        Parameters
+        ----------
+        bandwidth_hz : float or None
+            Highest frequency the chin row holds; None, or at least the device's Nyquist
+            frequency: the full band (nothing changes).
+
+        Raises
+        ------
+        ValueError
+            The chin holds no tone band and there is no EOG either: nothing shows REM.
+        """
+        if not self.has_emg or bandwidth_hz is None or bandwidth_hz >= self.sfreq / 2:
+            return
+        if bandwidth_hz < EMG_TONE_LOW_HZ + MIN_EMG_TONE_WIDTH_HZ:
+            if not self.has_eog:
+                raise ValueError(
+                    f"REM onset needs an EOG or a chin EMG holding {EMG_TONE_LOW_HZ:g}-"
+                    f"{EMG_TONE_LOW_HZ + MIN_EMG_TONE_WIDTH_HZ:g} Hz; the chin holds nothing "
+                    f"above {bandwidth_hz:g} Hz."
+                )
+            logger.warning(
+                "chin EMG holds nothing above %g Hz: no chin tone to judge REM atonia by "
+                "(it is measured from %g Hz); REM onset from the eye movements alone",
+                bandwidth_hz,
+                EMG_TONE_LOW_HZ,
+            )
+            self.f_emg = None
+            self.use_emg = False
+            return
+        self.f_emg = CausalFilter((EMG_TONE_LOW_HZ, float(bandwidth_hz)), self.sfreq)
+        self.use_emg = True
+        logger.info(
+            "chin EMG holds nothing above %g Hz: REM atonia measured in %g-%g Hz",
+            bandwidth_hz,
+            EMG_TONE_LOW_HZ,
+            bandwidth_hz,
+        )
 
     @property
     def active(self) -> bool:
@@ -239,7 +307,7 @@ class RemOnsetDetector:
     def cycles_per_sample(self) -> int:
         """Declared MCU cost per sample: filters, reductions, the per-block state machine."""
         filt = sum(f.cycles_per_sample for f in (self.f_eog, self.f_emg) if f is not None)
-        rows = int(self.has_eog) + int(self.has_emg)
+        rows = int(self.has_eog) + int(self.use_emg)
         per_block = -(-STATE_CYCLES_PER_BLOCK // self.block)
         return filt + rows * REDUCE_CYCLES_PER_SAMPLE + per_block
 
@@ -281,7 +349,7 @@ class RemOnsetDetector:
             slope,
             emg_ms,
             self.has_eog,
-            self.has_emg,
+            self.use_emg,
             self._st,
             self.slope_uv_s,
             self.refractory,

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ArraySource
+from conftest import DREAMS, ArraySource
 
 from firmware.app import Application
 from firmware.program import load_program
 from firmware.substates import RemOnsetDetector, SleepOnsetDetector
 from hal.adc import AdcModel, FrontEnd
 from hal.base import STAGES, Stimulus, UserInputError
+from hal.recording import RecordingSource
 from sim.runner import RunConfig, run_night
 from sim.sleeper import VirtualSleeper
 
@@ -97,6 +98,77 @@ def test_substate_detectors_decide_identically_in_chunks(kind):
     assert run(2000) == ref
 
 
+def _recorded_at(hyp: list[str], seed: int, rate: float) -> RecordingSource:
+    """A virtual night as a recording made at ``rate`` Hz, loaded back at 250 Hz."""
+    import mne
+
+    with VirtualSleeper(seed, hypnogram=hyp, artifacts=False, nightmares=0) as s:
+        x = s.read(0, s.info.n_samples)
+        names = s.info.ch_names[:5]  # C4, Fpz, E1, chin, ECG (no accelerometer in a PSG)
+    info = mne.create_info(names, SFREQ, ["eeg", "eeg", "eog", "emg", "ecg"])
+    raw = mne.io.RawArray(x[:5], info, verbose="error").resample(rate, verbose="error")
+    return RecordingSource.from_raw(raw, description="low-rate", channel="C4-M1", min_sfreq=rate)
+
+
+def _rem_states(prog_name: str, src) -> list[tuple[str, float]]:
+    """The REM-onset state events the application logs over the whole source."""
+    app = Application(load_program(prog_name), src.info, 8, 0.015)
+    _, _, logs = _drive(app, FrontEnd(src, AdcModel(), seed=0), src.info.n_samples, 7504)
+    return [(log["event"], log["t"]) for log in logs if log["event"].startswith("rem_")]
+
+
+@pytest.mark.parametrize("seed", [2, 5])
+def test_rem_onset_is_found_on_a_chin_emg_recorded_at_50_hz(seed):
+    # A 50-Hz recording holds the chin up to 25 Hz only; replayed, the front end adds its
+    # noise over the whole 0-125 Hz band. Measured from 15 Hz up, the chin tone was mostly
+    # that noise, which atonia does not lower: the REM onset was never found.
+    hyp = ["N2"] * 10 + ["N3"] * 4 + ["N2"] * 4 + ["R"] * 10 + ["N2"] * 4
+    src = _recorded_at(hyp, seed, 50.0)
+    assert src.info.bandwidth_hz == 25.0
+    onsets = [t for kind, t in _rem_states("rem-cue", src) if kind == "rem_onset"]
+    true_onset = hyp.index("R") * 30.0
+    assert onsets, "REM onset never detected on a 50-Hz chin"
+    assert onsets[0] >= true_onset - 5.0
+    assert onsets[0] - true_onset < 150.0
+
+
+def test_rem_atonia_band_follows_the_recording_bandwidth(caplog):
+    with VirtualSleeper(2, hypnogram=["N2"] * 4 + ["R"] * 6, artifacts=False) as s:
+        x = s.read(0, s.info.n_samples)[[2, 3], : s.info.n_samples // 8 * 8] * 1e6
+    ref = RemOnsetDetector(SFREQ, 8).scan(x, 0)
+    assert ref
+    # The full band (no bandwidth, or the device's Nyquist frequency) changes nothing.
+    for bw in (None, SFREQ / 2, 200.0):
+        det = RemOnsetDetector(SFREQ, 8, emg_bandwidth_hz=bw)
+        assert det.f_emg.band == (15.0, None) and det.scan(x, 0) == ref
+    det = RemOnsetDetector(SFREQ, 8, emg_bandwidth_hz=25.0)
+    assert det.f_emg.band == (15.0, 25.0) and det.use_emg
+    # No chin band left above 15 Hz: the eye movements decide alone, with a warning ...
+    with caplog.at_level("WARNING", logger="firmware.substates"):
+        det = RemOnsetDetector(SFREQ, 8, emg_bandwidth_hz=16.0)
+    assert not det.use_emg and "no chin tone" in caplog.text
+    eyes = RemOnsetDetector(SFREQ, 8, has_emg=False).scan(x[:1], 0)
+    assert det.scan(x, 0) == eyes
+    assert det.cycles_per_sample == RemOnsetDetector(SFREQ, 8, has_emg=False).cycles_per_sample
+    # ... and without an EOG nothing shows REM.
+    with pytest.raises(ValueError, match="needs an EOG or a chin EMG holding 15-20 Hz"):
+        RemOnsetDetector(SFREQ, 8, has_eog=False, emg_bandwidth_hz=16.0)
+
+
+@pytest.mark.skipif(not (DREAMS / "excerpt3.edf").is_file(), reason="DREAMS data not present")
+def test_rem_cue_on_dreams_excerpt3_keeps_the_50_hz_chin_and_finds_no_rem():
+    # Excerpt 3 (50 Hz) is 30 min of wake, S1-S4 and no REM (expert hypnogram). Its EOG
+    # alone meets the eye-movement criterion nearly all the time (REM "on" from 4.6 s,
+    # never off): the chin, measured in 15-25 Hz, is what keeps the detector off.
+    hyp = np.loadtxt(DREAMS / "Hypnogram_excerpt3.txt", skiprows=1)
+    assert 4 not in hyp  # R&K code 4: REM
+    src = RecordingSource.from_path(DREAMS / "excerpt3.edf", min_sfreq=50)
+    assert src.info.bandwidth_hz == 25.0
+    app = Application(load_program("rem-cue"), src.info, 8, 0.015)
+    assert app.trigger.detector.use_emg and app.trigger.detector.f_emg.band == (15.0, 25.0)
+    assert _rem_states("rem-cue", src) == []
+
+
 # -- programs in the application ------------------------------------------------------------
 
 
@@ -122,6 +194,14 @@ def test_rem_cue_needs_eog_or_chin():
     src = ArraySource(eeg, SFREQ, [("C4-M1", "eeg")])
     with pytest.raises(UserInputError, match=r"trigger.kind = 'rem-cue'.*EOG"):
         Application(load_program("rem-cue"), src.info, 8, 0.015)
+
+
+def test_rem_cue_on_a_chin_without_tone_band_and_no_eog_is_a_user_error():
+    # A 32-Hz recording resampled up: its chin holds nothing above 16 Hz, no tone band.
+    src = ArraySource(np.zeros((2, 8000)), SFREQ, [("C4-M1", "eeg"), ("Chin", "emg")])
+    info = replace(src.info, bandwidth_hz=16.0)
+    with pytest.raises(UserInputError, match=r"'rem-cue' cannot run here: REM onset needs an EOG"):
+        Application(load_program("rem-cue"), info, 8, 0.015)
 
 
 @cache
