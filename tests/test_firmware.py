@@ -132,6 +132,68 @@ def test_quality_flags_each_cause():
     assert names[150 + 29] == "ok" and names[150 + 30] == "flat" and names[-1] == "flat"
 
 
+def test_quality_judges_amplitude_from_the_electrodes_dc_level():
+    # DC-coupled front ends (ADS1299, BioSemi) carry the EEG on an offset of many mV.
+    q = QualityMonitor(SFREQ, 8)
+    rng = np.random.default_rng(1)
+    n_blocks = 3000  # 96 s
+    x = 40 * np.sin(2 * np.pi * 0.8 * np.arange(8 * n_blocks) / SFREQ)
+    x += 10 * rng.standard_normal(x.size) + 20_000.0  # 20 mV half-cell offset
+    x += np.linspace(0, 5_000, x.size)  # drifting 5 mV in a minute and a half
+    flags = np.zeros(x.size, dtype=np.uint8)
+    x[8 * 2500 : 8 * 2501] += 900  # one block of huge amplitude on top of the offset
+    cause, _ = q.peek(x, flags)
+    names = [CAUSES[c] for c in cause]
+    assert names[2500] == "amplitude"
+    assert names.count("amplitude") == 1 and names.count("ok") == len(names) - 1
+
+
+def test_quality_dc_level_follows_a_pop_and_restarts_after_lead_off():
+    q = QualityMonitor(SFREQ, 8)
+    rng = np.random.default_rng(2)
+    x = 20 * rng.standard_normal(8 * 3000)
+    flags = np.zeros(x.size, dtype=np.uint8)
+    x[8 * 500 :] += 5_000.0  # an electrode pop: the level steps by 5 mV and stays
+    flags[8 * 2000 : 8 * 2001] = FLAG_LEAD_OFF
+    x[8 * 2001 :] -= 12_000.0  # reconnected at another level
+    cause, _ = q.peek(x, flags)
+    names = [CAUSES[c] for c in cause]
+    assert names[499] == "ok" and names[500] == "amplitude"
+    # The level catches up within tau * ln(5000 / 500) ~ 4.6 s (144 blocks) of the step.
+    back = names.index("ok", 500)
+    assert 100 < back - 500 < 160, back
+    assert names[2000] == "lead_off" and set(names[2001:]) == {"ok"}
+
+
+@given(
+    steps=st.lists(st.floats(-20_000, 20_000), min_size=1, max_size=6),
+    splits=st.lists(st.integers(1, 400), min_size=1, max_size=4),
+    lead_off=st.integers(0, 1199),
+)
+def test_quality_verdicts_do_not_depend_on_where_the_blocks_are_cut(steps, splits, lead_off):
+    """Any cutting into peeks and commits gives the verdicts of one peek (carried state)."""
+    rng = np.random.default_rng(len(steps))
+    n = 8 * 1200
+    x = 30 * rng.standard_normal(n) + np.repeat(steps, -(-n // len(steps)))[:n]
+    flags = np.zeros(n, dtype=np.uint8)
+    flags[8 * lead_off] = FLAG_LEAD_OFF
+    whole, _ = QualityMonitor(SFREQ, 8).peek(x, flags)
+    q = QualityMonitor(SFREQ, 8)
+    got, pos = [], 0
+    for k in [*splits, 10**6]:
+        stop = min(n, pos + 8 * k)
+        c, scan = q.peek(x[pos:stop], flags[pos:stop])
+        # Commit only part of what was peeked, as the app does after a stimulus.
+        keep = max(1, len(c) // 2) if stop < n else len(c)
+        q.commit(scan.state(keep))
+        got.extend(c[:keep])
+        pos += 8 * keep
+        if pos >= n:
+            break
+    rest, _ = q.peek(x[pos:], flags[pos:]) if pos < n else (np.zeros(0, np.int8), None)
+    np.testing.assert_array_equal(np.concatenate([got, rest]).astype(np.int8), whole)
+
+
 def _app_and_front(seconds=240, seed=0):
     eeg = slow_wave_eeg(seconds, SFREQ, seed=seed)
     src = ArraySource(np.vstack([eeg, 0.2 * eeg]), SFREQ, [("C4-M1", "eeg"), ("E1", "eog")])
@@ -152,6 +214,19 @@ def _drive(app, front, n_total, chunk):
         stages += [(s.decision_index, s.decision.stage) for s in res.stages]
         idx += res.n_consumed
     return stims, stages
+
+
+def test_a_dc_offset_on_the_electrodes_changes_no_decision():
+    """A DC-coupled front end's half-cell offset (20 mV) is not bad signal."""
+    runs = []
+    for offset_uv in (0.0, 20_000.0):
+        eeg = slow_wave_eeg(240, SFREQ, seed=3) + offset_uv * 1e-6
+        src = ArraySource(np.vstack([eeg, 0.2 * eeg]), SFREQ, [("C4-M1", "eeg"), ("E1", "eog")])
+        app = Application(load_program("clas"), src.info, 8, output_latency_s=0.015)
+        stims, stages = _drive(app, FrontEnd(src, AdcModel(), seed=3), src.info.n_samples, 7504)
+        runs.append(([s.onset_index for s in stims], stages, app.bad_until))
+    assert runs[0][0], "the clean night must deliver stimuli for the comparison to mean anything"
+    assert runs[1] == runs[0]
 
 
 def test_application_decisions_do_not_depend_on_chunking():
