@@ -65,6 +65,20 @@ def known_schemes() -> list[str]:
     )
 
 
+def _is_plain_path(spec: str, scheme: str) -> bool:
+    """Whether ``spec`` names a file rather than a ``scheme://`` source.
+
+    A file that exists is a path whatever it looks like (``rec-T22:30.edf`` parses as
+    the scheme ``rec-t22``); so is anything without ``://`` but ``file:rel``, and a
+    Windows drive letter (``C:\\night.edf`` parses as a one-letter scheme).
+    """
+    if scheme == "" or len(scheme) == 1:
+        return True
+    if scheme == "file":
+        return False
+    return "://" not in spec or Path(spec).expanduser().exists()
+
+
 def open_source(spec: str, **options: object) -> SignalSource:
     """Open a signal source from a spec string.
 
@@ -91,9 +105,16 @@ def open_source(spec: str, **options: object) -> SignalSource:
     """
     parts = urlsplit(spec)
     scheme = parts.scheme
-    # A Windows drive letter ("C:\\night.edf") parses as a one-letter scheme.
-    if scheme == "" or len(scheme) == 1:
-        scheme, spec = "file", Path(spec).expanduser().resolve().as_uri()
+    if _is_plain_path(spec, scheme):
+        path = Path(spec).expanduser()
+        head, sep, query = spec.partition("?")
+        if sep and not path.exists() and Path(head).expanduser().is_file():
+            # Options ride on a URL only: a '?' in a plain path is part of its name.
+            url = Path(head).expanduser().resolve().as_uri()
+            raise UserInputError(
+                f"No such recording: {spec}. Options need the URL form: '{url}?{query}'."
+            )
+        scheme, spec = "file", path.resolve().as_uri()
     module_name = "hal.backends.protocol_" + scheme.replace("-", "_")
     try:
         module = importlib.import_module(module_name)

@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from typing import NoReturn
 
 from firmware.program import builtin_programs
 from hal.base import UserInputError
@@ -22,7 +23,12 @@ EXAMPLES = """\
 examples:
   slumbersync simulate --hours 8 --out runs/demo
   slumbersync simulate --recording night.edf --channel C3-A1 --program clas --out runs/night1
-  slumbersync simulate --recording sleeper://?seed=3&hours=2 --program sham --out runs/sham
+  slumbersync simulate --recording 'sleeper://?seed=3&hours=2' --program sham --out runs/sham
+  slumbersync simulate --recording 'file:///data/psg.edf?eog=LOC&emg=Chin1&ecg=none' \\
+      --channel C3-M2 --out runs/psg
+
+Options of a recording ride on its file:// URL (quote it: '&' and '?' are shell syntax):
+  channel=, eog=, emg=, ecg= (a channel name, or none), sfreq=, min_sfreq=.
 """
 
 
@@ -36,9 +42,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, as every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``message`` on one line with where to find help, and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to render the help)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="slumbersync",
         description="Simulate the SlumberSync headband firmware on a virtual sleeper or on "
         "recorded EEG, in virtual time, with the timing of the real microcontroller.",
@@ -60,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--recording",
         metavar="SPEC",
         help="a recording MNE reads (EDF, BDF, FIF, BrainVision...), as a path or file:// URL, "
-        "or a source spec such as sleep-physionet://0/1 or sleeper://?seed=2&hours=6 "
-        "(default: the virtual sleeper)",
+        "or a source spec such as sleep-physionet://0/1 or 'sleeper://?seed=2&hours=6' "
+        "(default: the virtual sleeper); a recording's own options (channel=, eog=, emg=, "
+        "ecg=, sfreq=, min_sfreq=) go on its file:// URL",
     )
     sim.add_argument(
         "--channel",

@@ -131,6 +131,8 @@ def test_bad_signal_is_marked_and_stimulation_withheld(tmp_path, capsys, mutate,
         (["--recording", "{slow}"], "100"),
         (["--recording", "{rec}", "--program", "clsa"], "Did you mean 'clas'"),
         (["--recording", "nosuch://x"], "source scheme"),
+        (["--recording", "{rec}?sfreq=200"], "Options need the URL form: 'file://"),
+        (["--recording", "{tmp}/missing:1.edf"], "No such recording"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, args, message):
@@ -150,6 +152,50 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, args, message):
     assert message in lines[0]
     assert "Traceback" not in err
     assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_a_file_name_with_a_colon_is_a_path_not_a_scheme(tmp_path, capsys, monkeypatch):
+    rec = make_fif(tmp_path / "rec-T22:30_raw.fif", seconds=60)
+    monkeypatch.chdir(tmp_path)  # a relative name: 'rec-T22' would parse as a URL scheme
+    code, _, err = run_cli(capsys, "--recording", rec.name, "--out", tmp_path / "o", "--no-report")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["simulate", "--recording", "x.edf"],
+        ["simulate", "--out", "o", "--sfreq", "-5"],
+        ["simulate", "--out", "o", "--seed", "x"],
+        ["simulate", "--out", "o", "--emg", "none"],
+        ["bogus"],
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(capsys, argv):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("slumbersync"), err
+    assert "error: " in lines[0] and "--help" in lines[0]
+
+
+def test_every_help_example_is_one_shell_command_the_parser_takes():
+    """Pasted into a shell, an example runs as written ('&' and '?' quoted)."""
+    import shlex
+
+    from sim.cli import EXAMPLES
+
+    text = EXAMPLES.replace("\\\n", " ")
+    examples = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("slumbersync ")]
+    assert len(examples) >= 4
+    for line in examples:
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        tokens = list(lexer)
+        assert not {"&", ";", "|", "&&"} & set(tokens), line
+        args = build_parser().parse_args(tokens[1:])
+        assert args.command == "simulate" and args.out
 
 
 def test_low_rate_recording_runs_when_allowed(tmp_path, capsys):
@@ -234,7 +280,16 @@ def test_scenarios_run_on_recordings(tmp_path, capsys):
         capsys, "--recording", rec, "--scenario", "electrode-off", "--out", tmp_path / "run"
     )
     assert code == 0, err
-    assert (tmp_path / "run" / "summary.json").exists()
+    # The leads come off at 90 s while the glitched program asks for a pulse every 3 s:
+    # the first request after that trips the island (lead-off flags of the recording's
+    # own samples), within T_react of the request (its onset minus the 15-ms audio latency).
+    events = read_events(tmp_path / "run")
+    trips = [e for e in events if e.get("event") == "trip"]
+    assert trips, "the electrode-off scenario must trip the island on a recording too"
+    assert trips[0]["cause"] == "bad signal under stimulation"
+    first = next(e for e in events if e["kind"] == "stim" and e["t"] > 90.0)
+    assert 0.0 <= trips[0]["opened_t"] - (first["t"] - 0.015) <= 0.010
+    assert not [e for e in events if e["kind"] == "stim" and e["t"] > 90.0 and e["delivered"]]
 
 
 def test_program_name_with_dollars_and_a_latin1_file(tmp_path, capsys):
