@@ -350,8 +350,13 @@ def fif_channel_names(names: list[str]) -> list[str]:
 
     out: list[str] = []
     for name in names:
+        # Accents are dropped from their letters (NFKD splits 'Ö' into 'O' and a combining
+        # mark), dashes become '-', µ 'u'; anything else without an ASCII form is '?'.
+        decomposed = unicodedata.normalize(
+            "NFKD", name.replace("\u2013", "-").replace("\u2014", "-").replace("\u00b5", "u")
+        )
         ascii_name = (
-            unicodedata.normalize("NFKD", name.replace("\u2013", "-").replace("\u00b5", "u"))
+            "".join(c for c in decomposed if not unicodedata.combining(c))
             .encode("ascii", "replace")
             .decode("ascii")
         )

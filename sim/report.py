@@ -60,7 +60,8 @@ def draw_report(result: RunResult, path: str | Path) -> None:
         f"{result.program.name} on {result.source_description} — "
         f"{result.summary['stimuli']['delivered']} stimuli delivered",
     )
-    ax.legend(loc="upper right", fontsize=8)
+    if result.true_hypnogram or result.hypnogram:  # no epoch was staged: nothing to name
+        ax.legend(loc="upper right", fontsize=8)
 
     ax = axes[1]
     stims = [e for e in result.events if e["kind"] == "stim"]

@@ -212,3 +212,20 @@ def test_hypnogram_starts_are_plain_decimal_numbers(tmp_path, night):
         "10000000.5",
         "3.000001",
     ]
+
+
+def test_a_report_without_any_staged_epoch_draws_without_a_warning(tmp_path, night):
+    """pytest turns warnings into errors: matplotlib's empty-legend warning would fail."""
+    from sim.report import draw_report
+
+    result = fresh(night)
+    result.hypnogram, result.true_hypnogram = [], []
+    draw_report(result, tmp_path / "report.png")
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fif_channel_names_drop_accents_and_keep_names_unique():
+    from sim.outputs import fif_channel_names
+
+    names = ["\u00d61-A2", "C3\u2013M2 \u00b5", "Fp\u00e9", "C3\u2014M2 \u00b5", "\u03b1-EEG"]
+    assert fif_channel_names(names) == ["O1-A2", "C3-M2 u", "Fpe", "C3-M2 u-2", "?-EEG"]
