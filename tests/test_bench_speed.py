@@ -31,5 +31,7 @@ def test_fif_save_floor_writes_the_same_samples_and_annotations(tmp_path: Path) 
 
 
 def test_startup_floor_is_a_fresh_interpreter_importing_the_simulator() -> None:
-    seconds = time_startup()
+    seconds, packages = time_startup()
     assert math.isfinite(seconds) and seconds > 0
+    # What a run cannot start without: the floor must have paid for all of it.
+    assert {"sim", "firmware", "hal", "mne", "scipy", "numba", "simpy", "numpy"} <= packages
