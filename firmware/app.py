@@ -284,6 +284,20 @@ class ArousalPause:
         return self.in_arousal or index < self.until
 
 
+def _emg_bandwidth(info: SourceInfo, row_emg: int | None) -> float | None:
+    """Highest frequency the chin lead holds (None: the full band).
+
+    A source that gives each channel its band (an EDF stores each signal at its own
+    rate: a slow ECG says nothing of the chin) is taken at its word, None included;
+    one that gives only the band of all its channels bounds the chin with it.
+    """
+    if row_emg is None:
+        return None
+    if any(c.bandwidth_hz is not None for c in info.channels):
+        return info.channels[row_emg].bandwidth_hz
+    return info.bandwidth_hz
+
+
 class Application:
     """The flashable application: dsp, quality, trigger, stager and program.
 
@@ -377,23 +391,24 @@ class Application:
                 f"Program {program.name!r} (trigger.kind = {program.trigger.kind!r}) cannot "
                 f"run at a device rate of {self.sfreq:g} Hz: {err}"
             ) from err
+        emg_band = _emg_bandwidth(info, self.row_emg)
         if self.rem_cue:
             # Atonia is judged on the chin band the recording holds (firmware.substates).
             try:
-                self.trigger.detector.limit_emg_band(info.bandwidth_hz)
+                self.trigger.detector.limit_emg_band(emg_band)
             except ValueError as err:
                 raise UserInputError(f"Program {program.name!r} cannot run here: {err}") from err
         # Chin EMG is muscle activity above the EEG's bands; a recording made at a low rate
         # keeps only 10 Hz to its Nyquist frequency of it, where spindles, alpha and the
         # heart leak into the chin lead and read as bursts: arousals all night long.
         row_arousal_emg = self.row_emg
-        if self.row_emg is not None and (info.bandwidth_hz or np.inf) < MIN_EMG_BANDWIDTH_HZ:
+        if self.row_emg is not None and (emg_band or np.inf) < MIN_EMG_BANDWIDTH_HZ:
             logger.warning(
                 "chin EMG %r holds nothing above %g Hz (recorded at %g Hz): not used for "
                 "arousals, which need muscle activity up to at least %g Hz",
                 info.channels[self.row_emg].name,
-                info.bandwidth_hz,
-                2 * info.bandwidth_hz,
+                emg_band,
+                2 * emg_band,
                 MIN_EMG_BANDWIDTH_HZ,
             )
             row_arousal_emg = None

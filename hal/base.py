@@ -79,6 +79,10 @@ class ChannelSpec:
         Channel name as in the recording or board definition (e.g. ``"C3-A1"``).
     role : str
         One of :data:`ROLES`.
+    bandwidth_hz : float or None
+        Highest frequency this channel holds when it is below the device's Nyquist
+        frequency (half the rate it was recorded at, resampled up; an EDF stores each
+        signal at its own rate). None: the full band.
 
     Raises
     ------
@@ -88,6 +92,7 @@ class ChannelSpec:
 
     name: str
     role: str
+    bandwidth_hz: float | None = None
 
     def __post_init__(self) -> None:
         check_option("role", self.role, ROLES)
@@ -131,9 +136,10 @@ class SourceInfo:
     meas_date : float or None
         POSIX time of the first sample when known.
     bandwidth_hz : float or None
-        Highest frequency the samples hold when it is below the device's Nyquist
+        Highest frequency every channel holds when it is below the device's Nyquist
         frequency: half the rate a recording was made at, when it was resampled up to the
-        device rate. None: the full band.
+        device rate (the slowest channel's, see :attr:`ChannelSpec.bandwidth_hz` for each
+        channel's own). None: the full band.
     """
 
     sfreq: float

@@ -4,8 +4,12 @@ A recording is opened with :func:`mne.io.read_raw`, only the channels the run ne
 loaded, and they are resampled once to the device rate; :meth:`RecordingSource.read` is
 then a slice of an in-memory ``float64`` array, so replaying a night costs nothing per
 block. Every way a recording can be unusable (missing, unreadable, truncated, too short,
-sampled too slowly, wrong channel name) ends in a one-line
-:class:`~hal.base.UserInputError` that names the file and says what to do.
+sampled too slowly, wrong channel name, stored in a unit its header misnames) ends in a
+one-line :class:`~hal.base.UserInputError` that names the file and says what to do.
+
+EDF/BDF headers are also read here, for what MNE leaves out or keeps private: units
+written in another case or in UTF-8, each signal's own rate, and EDF+D/BDF+D files,
+whose data records are laid out on their own clock with the gaps between them as NaN.
 
 The ``file://``, ``sleep-physionet://`` and ``mne-sample://`` backends share this module:
 they find a file, then call :func:`read_raw` and :meth:`RecordingSource.from_raw`.
@@ -20,6 +24,7 @@ import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -62,7 +67,9 @@ DEFAULT_MIN_SFREQ = 100.0
 EPOCH_S = 30.0
 
 #: Options a recording source takes, as keywords or in the URL's query string.
-OPTION_KEYS: tuple[str, ...] = ("channel", "eog", "emg", "ecg", "sfreq", "min_sfreq")
+OPTION_KEYS: tuple[str, ...] = (
+    "channel", "eog", "emg", "ecg", "sfreq", "min_sfreq", "units",
+)  # fmt: skip
 
 #: A stretch is "flat" when its standard deviation stays below this (volts) ...
 FLAT_STD_V = 0.1e-6
@@ -219,6 +226,26 @@ def _aux_choice(role: str, value: object) -> str | None | bool:
     )
 
 
+def _as_unit(value: object) -> float | None:
+    """``units``: volts per stored number (``"uV"`` -> 1e-6), None when not given."""
+    if value is None:
+        return None
+    factor = _unit_factor(value) if isinstance(value, str) else None
+    if factor is None:
+        raise UserInputError(
+            f"Invalid value for the 'units' option: expected V, mV, uV or nV, got {value!r}."
+        )
+    return factor
+
+
+def _allow_rate(rate: float) -> str:
+    """How to let a recording sampled at ``rate`` in, every way it can be said."""
+    return (
+        f"To load it anyway pass --min-sfreq {rate:g} (slumbersync), min_sfreq={rate:g} "
+        f"(Python) or ?min_sfreq={rate:g} in the source URL."
+    )
+
+
 # --------------------------------------------------------------------------------------
 # Reading with MNE
 
@@ -257,7 +284,7 @@ _NAMING = "does not conform to mne naming conventions"
 
 
 @contextmanager
-def mne_errors(what: str | Path, action: str = "read") -> Iterator[None]:
+def mne_errors(what: str | Path, action: str = "read", *, file: bool = False) -> Iterator[None]:
     """Run MNE code, turning its exceptions into one-line :class:`UserInputError`.
 
     MNE's warnings are caught and logged instead of reaching the caller (the test suite
@@ -271,6 +298,10 @@ def mne_errors(what: str | Path, action: str = "read") -> Iterator[None]:
         The file or data set being handled, named in the messages.
     action : str
         Verb for the message (``"read"`` gives ``"Cannot read PATH: reason"``).
+    file : bool
+        ``what`` is a recording's file: an error that is not the system's (a missing
+        permission...) says the file looks damaged or is not a recording, then MNE's
+        reason, which alone is often a bare Python error ("AssertionError").
 
     Raises
     ------
@@ -286,7 +317,13 @@ def mne_errors(what: str | Path, action: str = "read") -> Iterator[None]:
         except MemoryError:
             raise
         except Exception as err:
-            raise UserInputError(f"Cannot {action} {what}: {_reason(err)}") from err
+            reason = _reason(err)
+            if file and not (isinstance(err, OSError) and err.errno is not None):
+                reason = (
+                    f"the file looks damaged or truncated, or is not a recording MNE reads "
+                    f"({reason})"
+                )
+            raise UserInputError(f"Cannot {action} {what}: {reason}") from err
     for item in caught:
         message = str(item.message).strip()
         lowered = message.lower()
@@ -364,7 +401,9 @@ def read_raw(path: str | Path) -> mne.io.BaseRaw:
             f"{path} is the data part of a BrainVision recording: pass "
             f"{path.with_suffix('.vhdr')} instead."
         )
-    with mne_errors(path):
+    if path.is_file() and path.stat().st_size == 0:
+        raise UserInputError(f"Cannot read {path}: the file is empty (0 bytes).")
+    with mne_errors(path, file=True):
         return mne.io.read_raw(path, preload=False, verbose=_MNE_VERBOSE)
 
 
@@ -387,15 +426,19 @@ def _check_channel(name: str, available: Sequence[str], where: str) -> None:
     )
 
 
-def _find_aux(role: str, names: Sequence[str], types: Sequence[str], used: set[str]) -> str | None:
-    """First channel for ``role``: by MNE's channel type, else by name."""
+def _find_aux(
+    role: str, names: Sequence[str], types: Sequence[str], used: set[str], bads: set[str]
+) -> str | None:
+    """First channel for ``role`` not marked bad: by MNE's channel type, else by name."""
     for name, kind in zip(names, types, strict=True):
-        if kind == role and name not in used:
+        if kind == role and name not in used and name not in bads:
             return name
     patterns, exclude = _ROLE_PATTERNS[role]
     for pattern in patterns:
         for name, kind in zip(names, types, strict=True):
-            if name in used or kind in ("stim", "syst") or (exclude and exclude.search(name)):
+            if name in used or name in bads or kind in ("stim", "syst"):
+                continue
+            if exclude and exclude.search(name):
                 continue
             if pattern.search(name):
                 return name
@@ -408,24 +451,37 @@ def _pick_channels(
     channel: object,
     aux: Mapping[str, object],
 ) -> list[ChannelSpec]:
-    """Decide the rows: the EEG channel(s), then eog, emg and ecg when present."""
+    """Decide the rows: the EEG channel(s), then eog, emg and ecg when present.
+
+    Channels the recording marks bad (``info["bads"]``) are never chosen by default; one
+    named explicitly is used, with a warning.
+    """
     names = list(raw.ch_names)
     types = list(raw.get_channel_types())
+    bads = set(raw.info["bads"])
     if channel is None:
         candidates = [
             n for n, t in zip(names, types, strict=True) if t == "eeg" and not _NOT_EEG.search(n)
         ]
-        if not candidates:
-            raise UserInputError(
-                f"No EEG channel found in {where}: pass channel=NAME. Available channels: "
-                f"{', '.join(repr(n) for n in names)}."
+        good = [n for n in candidates if n not in bads]
+        if not good:
+            marked = (
+                f" ({', '.join(repr(n) for n in candidates)} marked bad: name one with "
+                f"channel=NAME to use it anyway)"
+                if candidates
+                else ""
             )
-        eeg = [candidates[0]]
+            raise UserInputError(
+                f"No EEG channel found in {where}{marked}: pass channel=NAME. Available "
+                f"channels: {', '.join(repr(n) for n in names)}."
+            )
+        eeg = [good[0]]
         logger.info(
-            "%s: no channel given, using EEG channel %r (the first one; pass channel=NAME "
+            "%s: no channel given, using EEG channel %r (the first one%s; pass channel=NAME "
             "to choose another)",
             where,
             eeg[0],
+            " not marked bad" if len(good) < len(candidates) else "",
         )
     else:
         eeg = _as_names(channel)
@@ -438,7 +494,7 @@ def _pick_channels(
         if choice is False:
             continue
         if choice is None:
-            found = _find_aux(role, names, types, used)
+            found = _find_aux(role, names, types, used, bads)
             if found is None:
                 logger.info("%s: no %s channel found", where, role.upper())
                 continue
@@ -452,12 +508,104 @@ def _pick_channels(
                 )
         specs.append(ChannelSpec(choice, role))
         used.add(choice)
+    named_bad = [s.name for s in specs if s.name in bads]
+    if named_bad:
+        logger.warning(
+            "%s: channel(s) %s are marked bad in the recording; used as asked",
+            where,
+            ", ".join(named_bad),
+        )
     logger.info(
         "%s: channels %s",
         where,
         ", ".join(f"{s.name} ({s.role})" for s in specs),
     )
     return specs
+
+
+def _check_rates(
+    specs: Sequence[ChannelSpec], edf: _EdfFile | None, orig: float, lowest: float, where: str
+) -> dict[str, float]:
+    """Each picked channel's own recording rate; an EEG channel below ``lowest`` is refused.
+
+    An EDF/BDF file may store each signal at its own rate; MNE upsamples the slower ones
+    to the fastest, so ``raw.info["sfreq"]`` says nothing of them. A slow auxiliary
+    channel is kept (it may still show eye movements or the heart), with a warning.
+
+    Returns
+    -------
+    dict
+        Channel name -> rate in Hz it was recorded at.
+    """
+    rates = {s.name: orig if edf is None else edf.rate(s.name) for s in specs}
+    for spec in specs:
+        rate = rates[spec.name]
+        if not 0 < rate < orig:
+            rates[spec.name] = orig  # a header that makes no sense here: MNE's rate
+            continue
+        if spec.role == "eeg" and rate < lowest:
+            raise UserInputError(
+                f"Channel {spec.name} in {where} is sampled at {rate:g} Hz (the file's "
+                f"fastest channel at {orig:g} Hz), below min_sfreq={lowest:g} Hz: it holds "
+                f"nothing above {rate / 2:g} Hz. {_allow_rate(rate)}"
+            )
+        log = logger.warning if rate < lowest else logger.info
+        log(
+            "%s: channel %s (%s) was recorded at %g Hz, slower than the file's %g Hz: it "
+            "holds nothing above %g Hz",
+            where,
+            spec.name,
+            spec.role,
+            rate,
+            orig,
+            rate / 2,
+        )
+    return rates
+
+
+def _warn_continuation(raw: mne.io.BaseRaw, where: str) -> None:
+    """Warn when a FIF file is a later part of a split recording, opened on its own.
+
+    MNE follows a split recording forward from the part it is given, never back: a
+    later part opened alone starts partway through the night.
+    """
+    files = getattr(raw, "filenames", ())
+    if not files or files[0] is None or not str(files[0]).lower().endswith((".fif", ".fif.gz")):
+        return
+    path = Path(files[0])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MNE read this file already and said its piece
+            continuation = _is_fif_continuation(path)
+    except Exception as err:  # noqa: BLE001 - only a warning hangs on it
+        logger.debug("%s: could not read the FIF file's references: %s", where, err)
+        return
+    if continuation:
+        logger.warning(
+            "%s is a continuation part of a split FIF recording: the recording starts "
+            "earlier, in a previous part; pass the first part to replay all of it",
+            where,
+        )
+
+
+def _is_fif_continuation(path: Path) -> bool:
+    """Whether a FIF file refers to a previous file of a split recording."""
+    # Private: MNE's FIF tree reader; MNE writes a reference to the previous part in
+    # every part after the first (FIFFV_ROLE_PREV_FILE), which it reads nowhere public.
+    from mne._fiff.open import fiff_open
+    from mne._fiff.tag import read_tag
+    from mne._fiff.tree import dir_tree_find
+    from mne.io.constants import FIFF
+
+    fid, tree, _ = fiff_open(path, verbose=_MNE_VERBOSE)
+    with fid:
+        for block in dir_tree_find(tree, FIFF.FIFFB_REF):
+            for ent in block["directory"]:
+                if ent.kind == FIFF.FIFF_REF_ROLE:
+                    role = int(read_tag(fid, ent.pos).data.item())
+                    if role == FIFF.FIFFV_ROLE_PREV_FILE:
+                        return True
+    return False
 
 
 # --------------------------------------------------------------------------------------
@@ -569,6 +717,14 @@ def _resample(
     resampler pads its edges anyway) to a multiple of ``down``, the surplus output cut
     off: ``raw.resample`` derives the factors from the signal lengths, which for most
     lengths gives factors in the millions and a filter that does not fit in memory.
+
+    Each row's offset (the median of its good samples) is taken out before and put back
+    after: the polyphase filter's DC gain differs slightly from phase to phase, so an
+    electrode offset of tens of millivolts would otherwise come out as a ripple of tens
+    of microvolts at a harmonic of the rates' common divisor (50 Hz for 100 -> 250 Hz).
+
+    The output holds ``round(n_in * new / orig)`` samples: the recording's duration, to
+    within half a sample, whatever ``up/down`` approximates the ratio of the rates by.
     """
     import mne
 
@@ -586,20 +742,32 @@ def _resample(
             abs(error) * 3.6e6,
         )
     n_in = data.shape[1]
-    pad = -n_in % down
+    n_out = round(n_in * new / orig)
+    offsets = np.zeros((data.shape[0], 1))
+    for row in range(data.shape[0]):
+        good = data[row][~bad[row]]
+        if good.size:
+            # A subsample's median is typical enough, and cheap on a night.
+            offsets[row, 0] = np.median(good[:: max(1, good.size // 100_000)])
+    # Enough input for n_out outputs (up/down may be a hair below new/orig), padded to a
+    # multiple of down so the resampler's output lines up with the input's first sample.
+    n_need = max(n_in, -(-n_out * down // up) + 1)
+    pad = n_need - n_in + (-n_need % down)
+    centred = data - offsets
     if pad:
         mode = "reflect" if pad < n_in else "edge"
-        data = np.pad(data, ((0, 0), (0, pad)), mode=mode)
+        centred = np.pad(centred, ((0, 0), (0, pad)), mode=mode)
     with mne_errors(where, "resample"):
-        out = mne.filter.resample(data, up=up, down=down, method="polyphase", verbose=_MNE_VERBOSE)
+        out = mne.filter.resample(
+            centred, up=up, down=down, method="polyphase", verbose=_MNE_VERBOSE
+        )
     # Keep the output samples whose time lies inside the recording.
-    n_out = n_in * up // down
-    out = out[:, :n_out]
+    out = out[:, :n_out] + offsets
     out_bad = np.zeros((data.shape[0], n_out), dtype=bool)
     if bad.any():
         # An output sample is missing when either input sample around its time is.
         t = np.arange(n_out, dtype=np.int64) * down
-        lo = t // up
+        lo = np.minimum(t // up, n_in - 1)
         hi = np.minimum(-(-t // up), n_in - 1)
         for row in np.flatnonzero(bad.any(axis=1)):
             out_bad[row] = bad[row, lo] | bad[row, hi]
@@ -667,6 +835,7 @@ class RecordingSource:
         emg: str | bool | None = None,
         ecg: str | bool | None = None,
         min_sfreq: float | str | None = None,
+        units: str | None = None,
     ) -> RecordingSource:
         """Pick, load and resample the channels of an MNE raw object.
 
@@ -683,13 +852,17 @@ class RecordingSource:
         channel : str or sequence of str, optional
             EEG channel name(s), or a comma-separated list. Default: the first channel
             MNE types as EEG whose name is not that of an EOG/EMG/ECG/respiration/...
-            channel (logged at INFO).
+            channel and that is not marked bad (logged at INFO).
         eog, emg, ecg : str or bool, optional
             The auxiliary channel for each role: ``None`` (default) finds the first by
             MNE channel type or by name (EOG/E1/E2/LOC/ROC; Chin/EMG; ECG/EKG), a name
             forces one, ``"none"`` or ``False`` leaves the role out.
         min_sfreq : float, optional
-            Lowest recording rate accepted (default :data:`DEFAULT_MIN_SFREQ`).
+            Lowest rate accepted for an EEG channel (default :data:`DEFAULT_MIN_SFREQ`).
+        units : str, optional
+            The unit of the numbers stored for the picked channels (``V``, ``mV``,
+            ``uV``, ``nV``), whatever the file's header says: for files whose header
+            names no unit or a wrong one. Default: the header's.
 
         Returns
         -------
@@ -699,8 +872,9 @@ class RecordingSource:
         Raises
         ------
         UserInputError
-            Rate below ``min_sfreq``, shorter than one 30-s epoch, wrong channel name,
-            a channel without a single finite sample, or MNE failing to load the data.
+            An EEG channel sampled below ``min_sfreq``, shorter than one 30-s epoch,
+            wrong channel name, a channel without a single finite sample or with an
+            amplitude no biosignal has (a wrong unit), or MNE failing to load the data.
         """
         device_sfreq = _as_float(
             "sfreq", DEFAULT_SFREQ if sfreq is None else sfreq, minimum=0.0, strict=True
@@ -709,30 +883,52 @@ class RecordingSource:
             "min_sfreq", DEFAULT_MIN_SFREQ if min_sfreq is None else min_sfreq,
             minimum=0.0, strict=False,
         )  # fmt: skip
+        forced_unit = _as_unit(units)
         orig = float(raw.info["sfreq"])
         if orig < lowest:
             raise UserInputError(
                 f"{description} is sampled at {orig:g} Hz, below min_sfreq={lowest:g} Hz: it "
-                f"holds nothing above {orig / 2:g} Hz. To load it anyway pass "
-                f"--min-sfreq {orig:g} (slumbersync), min_sfreq={orig:g} (Python) or "
-                f"?min_sfreq={orig:g} in the source URL."
+                f"holds nothing above {orig / 2:g} Hz. {_allow_rate(orig)}"
             )
-        duration = raw.n_times / orig
-        if duration < EPOCH_S:
+        # Before any pick: the header's signals are matched to MNE's channels by index.
+        edf = _edf_file(raw)
+        layout = None
+        if edf is not None and edf.header.discontinuous:
+            layout = _discontinuous_layout(edf, raw.n_times, orig, description)
+        n_times = raw.n_times if layout is None else layout.n_times
+        duration = n_times / orig
+        # Within half a sample: a rate stored in single precision (FIF) may put exactly
+        # 30 s a hair below.
+        if duration < EPOCH_S - 0.5 / orig:
             raise UserInputError(
                 f"{description} lasts {duration:g} s, shorter than one {EPOCH_S:g}-s epoch: "
                 f"nothing can be staged in it."
             )
+        _warn_continuation(raw, description)
         specs = _pick_channels(raw, description, channel, {"eog": eog, "emg": emg, "ecg": ecg})
         names = [s.name for s in specs]
+        rates = _check_rates(specs, edf, orig, lowest, description)
         _warn_units(raw, names, description)
-        fixes = _edf_unit_fixes(raw, names, description)
+        if forced_unit is None:
+            fixes = _edf_unit_fixes(edf, names, description)
+        else:
+            fixes = {n: forced_unit / _applied_factor(raw, edf, n) for n in names}
+            logger.info(
+                "%s: channel(s) %s read as %s (units=%s), whatever the file's header says",
+                description,
+                ", ".join(names),
+                _UNIT_NAMES[forced_unit],
+                units,
+            )
+        # Volts per number stored in the file, and the unit the file gives: for messages.
+        per_number = {n: _applied_factor(raw, edf, n) * fixes.get(n, 1.0) for n in names}
+        stated = {n: _stated_unit(raw, edf, n) for n in names}
 
-        annotations = _annotations(raw)
+        annotations = _annotations(raw) if layout is None else layout.annotations
         meas_date = raw.info["meas_date"]
         start_posix = None if meas_date is None else meas_date.timestamp() + raw.first_time
 
-        with mne_errors(description, "load"):
+        with mne_errors(description, "load", file=True):
             raw.pick(names)
             raw.load_data(verbose=_MNE_VERBOSE)
             data = raw.get_data(picks=names)
@@ -740,7 +936,12 @@ class RecordingSource:
         for row, name in enumerate(names):
             if name in fixes:
                 data[row] *= fixes[name]
-        _check_amplitude(data, names, description)
+        _check_amplitude(data, orig, names, description, per_number, stated, units)
+        if layout is not None:
+            data, recorded = _lay_out(data, layout)
+            _log_gaps(recorded, orig, description, edf.header.reserved[:5].upper())
+        else:
+            recorded = None
         _check_roles(data, specs, orig, description)
 
         bad = ~np.isfinite(data)
@@ -752,12 +953,15 @@ class RecordingSource:
                     f"Channel {empty[0]!r} in {description} contains no finite sample "
                     f"(all NaN/Inf): pick another with channel=/eog=/emg=/ecg=, or 'none'."
                 )
-            logger.warning(
-                "%s: %d non-finite samples (NaN/Inf) returned as NaN (%s)",
-                description,
-                int(counts.sum()),
-                ", ".join(f"{n}: {c}" for n, c in zip(names, counts, strict=True) if c),
-            )
+            # The gaps between an EDF+D file's records were logged as such.
+            in_file = counts if recorded is None else (bad & recorded).sum(axis=1)
+            if in_file.any():
+                logger.warning(
+                    "%s: %d non-finite samples (NaN/Inf) returned as NaN (%s)",
+                    description,
+                    int(in_file.sum()),
+                    ", ".join(f"{n}: {c}" for n, c in zip(names, in_file, strict=True) if c),
+                )
             data[bad] = np.nan
             _fill_gaps(data, bad)
 
@@ -780,6 +984,14 @@ class RecordingSource:
         if bad.any():
             data[bad] = np.nan
 
+        # Resampling up adds samples, not frequencies: nothing above the old Nyquist. A
+        # channel recorded slower than the file's fastest (EDF) holds even less: each
+        # channel says its own band, the source the band every channel holds.
+        specs = [
+            replace(s, bandwidth_hz=rates[s.name] / 2 if rates[s.name] < device_sfreq else None)
+            for s in specs
+        ]
+        slowest = min(rates.values())
         info = SourceInfo(
             sfreq=device_sfreq,
             channels=tuple(specs),
@@ -787,16 +999,15 @@ class RecordingSource:
             description=description,
             annotations=annotations,
             meas_date=start_posix,
-            # Resampling up adds samples, not frequencies: nothing above the old Nyquist.
-            bandwidth_hz=orig / 2 if orig < device_sfreq else None,
+            bandwidth_hz=slowest / 2 if slowest < device_sfreq else None,
         )
         logger.info(
-            "%s: %d channel(s), %.1f s at %g Hz (recorded at %g Hz), %d annotation(s)",
+            "%s: %d channel(s), %.1f s at %g Hz (recorded at %s), %d annotation(s)",
             description,
             len(specs),
             info.duration,
             device_sfreq,
-            orig,
+            ", ".join(sorted({f"{r:g} Hz" for r in rates.values()})),
             len(annotations),
         )
         return cls(data, info)
@@ -874,62 +1085,311 @@ def _warn_units(raw: mne.io.BaseRaw, names: Sequence[str], where: str) -> None:
         )
 
 
-# Multipliers to volts for EDF/BDF physical dimensions, compared without case.
+# Multipliers to volts for physical dimensions, compared without case.
 _UNIT_FACTORS = {"v": 1.0, "mv": 1e-3, "uv": 1e-6, "\u00b5v": 1e-6, "\u03bcv": 1e-6, "nv": 1e-9}
+_UNIT_NAMES = {1.0: "V", 1e-3: "mV", 1e-6: "uV", 1e-9: "nV"}
 
 #: A biosignal whose median absolute deviation exceeds this (volts) was almost surely
 #: stored in microvolts under a unit MNE took for volts.
 IMPLAUSIBLE_V = 5e-3
 
+# Labels of EDF+/BDF+ annotation signals (MNE excludes them from the channels).
+_TAL_LABELS = ("EDF Annotations", "BDF Annotations")
+# A time-stamped annotation list: onset, optional duration, texts (EDF+ spec, 2.2.2).
+_TAL = re.compile(rb"([+-]\d+(?:\.\d*)?)(?:\x15(\d+(?:\.\d*)?))?((?:\x14[^\x14\x00]*)*)\x14\x00")
 
-def _edf_header_units(path: Path) -> dict[str, str]:
-    """Physical dimension of each (uniquely labelled) signal in an EDF/BDF header."""
+
+def _unit_factor(unit: str) -> float | None:
+    """Volts per unit of a physical dimension (``"uV"``, ``"MV"``...), None if unknown."""
+    return _UNIT_FACTORS.get(unit.strip().lower())
+
+
+@dataclass(frozen=True)
+class _EdfHeader:
+    """The parts of an EDF/BDF header MNE uses but does not expose publicly.
+
+    Read here because MNE's reader reads units case-sensitively and latin-1 only, keeps
+    per-signal rates and the EDF+ reserved field private, and has no EDF+D support.
+    """
+
+    bdf: bool
+    reserved: str
+    header_bytes: int
+    n_records: int  # complete data records in the file (from its size)
+    record_s: float
+    labels: tuple[str, ...]
+    units: tuple[str, ...]
+    n_samps: tuple[int, ...]
+
+    @property
+    def sample_bytes(self) -> int:
+        """Bytes per sample: 3 in BDF, 2 in EDF."""
+        return 3 if self.bdf else 2
+
+    @property
+    def record_bytes(self) -> int:
+        """Bytes per data record, all signals."""
+        return sum(self.n_samps) * self.sample_bytes
+
+    @property
+    def annotation_signals(self) -> list[int]:
+        """Indices of the EDF+/BDF+ annotation signals."""
+        return [i for i, label in enumerate(self.labels) if label in _TAL_LABELS]
+
+    @property
+    def discontinuous(self) -> bool:
+        """EDF+D / BDF+D: the data records are not back to back in time."""
+        return self.reserved.upper().startswith(("EDF+D", "BDF+D"))
+
+
+def _header_text(raw: bytes) -> str:
+    """A header field as text: UTF-8 when it is (``µV`` as C2 B5), else latin-1."""
+    # The EDF spec says ASCII; writers put the micro sign in as latin-1 or as UTF-8.
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return raw.decode("latin-1").strip()
+
+
+def _read_edf_header(path: Path) -> _EdfHeader:
+    """Parse an EDF/BDF header (raises ValueError or OSError when it is not one)."""
     with open(path, "rb") as fid:
         head = fid.read(256)
+        if len(head) < 256:
+            raise ValueError("header shorter than 256 bytes")
         n_signals = int(head[252:256].decode("ascii").strip())
         block = fid.read(256 * n_signals)
-    labels = [block[16 * i : 16 * (i + 1)].decode("latin-1").strip() for i in range(n_signals)]
-    start = 96 * n_signals
-    units = [
-        block[start + 8 * i : start + 8 * (i + 1)].decode("latin-1").strip()
-        for i in range(n_signals)
-    ]
-    return {lab: unit for lab, unit in zip(labels, units, strict=True) if labels.count(lab) == 1}
+        if len(block) < 256 * n_signals:
+            raise ValueError("signal headers cut short")
+        size = fid.seek(0, 2)
+
+    def field(offset: int, width: int) -> list[str]:
+        return [
+            _header_text(block[offset + width * i : offset + width * (i + 1)])
+            for i in range(n_signals)
+        ]
+
+    n_samps = tuple(int(v) for v in field(216 * n_signals, 8))
+    header_bytes = int(head[184:192].decode("ascii").strip())
+    record_s = float(head[244:252].decode("ascii").strip()) or 1.0
+    bdf = head[:1] == b"\xff"
+    per_record = sum(n_samps) * (3 if bdf else 2)
+    return _EdfHeader(
+        bdf=bdf,
+        reserved=head[192:236].decode("latin-1").strip(),
+        header_bytes=header_bytes,
+        n_records=max(0, size - header_bytes) // per_record if per_record else 0,
+        record_s=record_s,
+        labels=tuple(field(0, 16)),
+        units=tuple(field(96 * n_signals, 8)),
+        n_samps=n_samps,
+    )
 
 
-def _edf_unit_fixes(raw: mne.io.BaseRaw, names: Sequence[str], where: str) -> dict[str, float]:
-    """Factors that put EDF/BDF channels MNE left unscaled into volts.
+@dataclass(frozen=True)
+class _EdfFile:
+    """An EDF/BDF recording as MNE opened it, tied to its header."""
 
-    MNE matches the physical dimension with its case (``uV``, ``mV``): files that write
-    ``UV`` or ``MV`` (the DREAMS recordings do) come back in microvolts labelled as volts.
-    The factor MNE applied is compared with the one the header means, read without case.
-    """
+    path: Path
+    header: _EdfHeader
+    #: MNE channel name -> index of its signal in the header.
+    index: dict[str, int]
+    #: MNE channel name -> the multiplier to volts MNE applied (None: not known).
+    applied: dict[str, float] | None
+
+    def rate(self, name: str) -> float:
+        """The rate ``name`` was recorded at (MNE upsamples slower signals to the fastest)."""
+        return self.header.n_samps[self.index[name]] / self.header.record_s
+
+
+def _edf_file(raw: mne.io.BaseRaw) -> _EdfFile | None:
+    """The EDF/BDF header behind ``raw`` (before any pick), or None for other formats."""
     files = getattr(raw, "filenames", ())
     if not files or files[0] is None or Path(files[0]).suffix.lower() not in (".edf", ".bdf"):
-        return {}
+        return None
+    path = Path(files[0])
     try:
-        # Private: the multiplier MNE applied per channel. If it moves, trust MNE's scaling.
+        header = _read_edf_header(path)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    names = list(raw.ch_names)
+    try:
+        # Private: MNE's map from its channels to the header's signals (duplicate labels
+        # are renamed, "EEG-0", "EEG-1") and the multiplier to volts it applied to each.
         extras = raw._raw_extras[0]
-        applied = dict(zip(extras["ch_names"], extras["units"], strict=True))
-        header = _edf_header_units(Path(files[0]))
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError, OSError):
+        orig = [int(i) for i in raw._read_picks[0]]
+        sel = [int(extras["sel"][i]) for i in orig]
+        applied: dict[str, float] | None = {
+            n: float(extras["units"][i]) for n, i in zip(names, orig, strict=True)
+        }
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        # Fall back on the header's order, without the annotation signals MNE drops.
+        sel = [i for i in range(len(header.labels)) if i not in header.annotation_signals]
+        applied = None
+        if len(sel) != len(names):
+            return None
+    if any(i >= len(header.labels) for i in sel):
+        return None
+    return _EdfFile(path, header, dict(zip(names, sel, strict=True)), applied)
+
+
+def _edf_unit_fixes(edf: _EdfFile | None, names: Sequence[str], where: str) -> dict[str, float]:
+    """Factors that put EDF/BDF channels MNE scaled wrongly into volts.
+
+    MNE matches the physical dimension with its case (``uV``, ``mV``) and reads it as
+    latin-1: files that write ``UV`` or ``MV`` (the DREAMS recordings do), or the micro
+    sign in UTF-8, come back in microvolts labelled as volts. The factor MNE applied is
+    compared with the one the header means. Signals are matched by their index in the
+    header, so duplicate labels (renamed by MNE) are fixed too.
+    """
+    if edf is None or edf.applied is None:
         return {}
     fixes: dict[str, float] = {}
     for name in names:
-        unit = header.get(name, "")
-        wanted = _UNIT_FACTORS.get(unit.lower())
-        done = applied.get(name)
-        if wanted is None or done is None or math.isclose(float(done), wanted):
+        unit = edf.header.units[edf.index[name]]
+        wanted = _unit_factor(unit)
+        done = edf.applied.get(name)
+        if wanted is None or done is None or done == 0 or math.isclose(done, wanted):
             continue
-        fixes[name] = wanted / float(done)
+        fixes[name] = wanted / done
         logger.info(
             "%s: channel %s has unit %r in its header, read as %s",
             where,
             name,
             unit,
-            {1.0: "V", 1e-3: "mV", 1e-6: "uV", 1e-9: "nV"}[wanted],
+            _UNIT_NAMES[wanted],
         )
     return fixes
+
+
+def _applied_factor(raw: mne.io.BaseRaw, edf: _EdfFile | None, name: str) -> float:
+    """The multiplier to volts MNE applied to ``name``'s numbers in the file (1 if unknown)."""
+    if edf is not None and edf.applied is not None:
+        return edf.applied[name]
+    # Private, set by the readers of files with units (BrainVision, EEGLAB...): the unit
+    # MNE converted from. FIF, and formats without it, store volts.
+    orig_units = getattr(raw, "_orig_units", None) or {}
+    unit = orig_units.get(name) if isinstance(orig_units, Mapping) else None
+    factor = _unit_factor(unit) if isinstance(unit, str) else None
+    return factor if factor is not None else 1.0
+
+
+def _edf_tals(edf: _EdfFile) -> np.ndarray:
+    """The bytes of the first annotation signal, one row per data record.
+
+    Read here because MNE reads EDF+D as if its records were back to back, and crops
+    the annotations to the data so laid out (those past its end would be lost).
+    """
+    header = edf.header
+    signal = header.annotation_signals[0]
+    start = sum(header.n_samps[:signal]) * header.sample_bytes
+    width = header.n_samps[signal] * header.sample_bytes
+    records = np.memmap(
+        edf.path,
+        dtype=np.uint8,
+        mode="r",
+        offset=header.header_bytes,
+        shape=(header.n_records, header.record_bytes),
+    )
+    try:
+        return np.array(records[:, start : start + width])
+    finally:
+        del records
+
+
+def _record_onsets(tals: np.ndarray) -> np.ndarray:
+    """Start of each data record (s, file clock): the onset of its first TAL.
+
+    Raises
+    ------
+    ValueError
+        A record that does not begin with its time-keeping annotation.
+    """
+    onsets = np.empty(tals.shape[0])
+    for r, row in enumerate(tals):
+        match = _TAL.match(row.tobytes())
+        if match is None:
+            raise ValueError(f"data record {r + 1} does not start with its time stamp")
+        onsets[r] = float(match.group(1))
+    return onsets
+
+
+def _tal_annotations(tals: np.ndarray, origin: float) -> tuple[Annotation, ...]:
+    """All annotations in the TAL bytes, onsets in seconds from ``origin`` (file clock)."""
+    found: list[Annotation] = []
+    seen: set[tuple[float, float, str]] = set()
+    for match in _TAL.finditer(tals.tobytes()):
+        onset = float(match.group(1)) - origin
+        duration = float(match.group(2)) if match.group(2) else 0.0
+        for text in match.group(3).split(b"\x14"):
+            if not text:
+                continue  # a record's time-keeping annotation
+            description = text.decode("utf-8", errors="replace")
+            key = (onset, duration, description)
+            if key not in seen:  # a writer may repeat one in each record it spans
+                seen.add(key)
+                found.append(Annotation(onset, duration, description))
+    return tuple(sorted(found, key=lambda a: a.onset))
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where an EDF+D file's data records go on a continuous time axis."""
+
+    starts: np.ndarray  # first sample of each record on the continuous axis
+    per_record: int  # samples per record (at MNE's rate)
+    n_times: int  # length of the continuous axis
+    annotations: tuple[Annotation, ...]
+
+
+def _discontinuous_layout(edf: _EdfFile, n_times: int, sfreq: float, where: str) -> _Layout:
+    """Lay an EDF+D/BDF+D file's records out on a continuous axis, gaps between them.
+
+    Raises
+    ------
+    UserInputError
+        No annotation signal, a record without its time stamp, records out of order or
+        overlapping: the file is damaged.
+    """
+    header = edf.header
+    kind = header.reserved[:5].upper()
+    damaged = f"Cannot read {where}: a damaged {kind} (discontinuous) file"
+    if not header.annotation_signals:
+        raise UserInputError(f"{damaged}: it has no annotation signal to time its records by.")
+    if header.n_records == 0 or n_times % header.n_records:
+        raise UserInputError(
+            f"{damaged}: {n_times} samples do not split into {header.n_records} data records."
+        )
+    per_record = n_times // header.n_records
+    try:
+        tals = _edf_tals(edf)
+        onsets = _record_onsets(tals)
+    except (OSError, ValueError) as err:
+        raise UserInputError(f"{damaged}: {_reason(err)}.") from err
+    starts = np.round((onsets - onsets[0]) * sfreq).astype(np.int64)
+    steps = np.diff(starts)
+    if (steps < per_record).any():
+        r = int(np.flatnonzero(steps < per_record)[0]) + 1
+        raise UserInputError(
+            f"{damaged}: data record {r + 1} starts at {onsets[r]:g} s, before record {r} "
+            f"ends ({onsets[r - 1] + header.record_s:g} s)."
+        )
+    return _Layout(
+        starts=starts,
+        per_record=per_record,
+        n_times=int(starts[-1]) + per_record,
+        annotations=_tal_annotations(tals, onsets[0]),
+    )
+
+
+def _lay_out(data: np.ndarray, layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
+    """Records back to back -> on their time axis; returns it and where samples were."""
+    index = (layout.starts[:, np.newaxis] + np.arange(layout.per_record)).ravel()
+    out = np.full((data.shape[0], layout.n_times), np.nan)
+    out[:, index] = data
+    recorded = np.zeros(layout.n_times, dtype=bool)
+    recorded[index] = True
+    return out, recorded
 
 
 #: How much of a recording the role check looks at (its start), seconds.
@@ -1028,20 +1488,128 @@ def _check_roles(data: np.ndarray, specs: Sequence, sfreq: float, where: str) ->
                 )
 
 
-def _check_amplitude(data: np.ndarray, names: Sequence[str], where: str) -> None:
-    """Log channels whose typical amplitude is impossible for a biosignal in volts."""
-    # Every 16th sample is plenty for a median and keeps this cheap on a long night.
-    sample = data[:, ::16]
+def _stated_unit(raw: mne.io.BaseRaw, edf: _EdfFile | None, name: str) -> str:
+    """The unit the file states for ``name`` (``""`` when it states none), for messages."""
+    if edf is not None:
+        return edf.header.units[edf.index[name]]
+    orig_units = getattr(raw, "_orig_units", None) or {}
+    unit = orig_units.get(name) if isinstance(orig_units, Mapping) else None
+    return unit if isinstance(unit, str) else "V"
+
+
+def _log_gaps(recorded: np.ndarray, sfreq: float, where: str, kind: str) -> None:
+    """Log the gaps between a discontinuous file's records (how many, how long)."""
+    edges = np.diff(np.concatenate(([1], recorded.astype(np.int8), [1])))
+    starts, stops = np.flatnonzero(edges == -1), np.flatnonzero(edges == 1)
+    if not starts.size:
+        logger.info("%s: %s (discontinuous) file without gaps between its records", where, kind)
+        return
+    lengths = (stops - starts) / sfreq
+    longest = int(np.argmax(lengths))
+    logger.warning(
+        "%s: %s (discontinuous) file: %d gap(s) between its data records, %.1f s in all "
+        "(longest %.1f s at %.1f s), replayed as missing signal (NaN) so that every sample "
+        "and annotation keeps its time",
+        where,
+        kind,
+        starts.size,
+        float(lengths.sum()),
+        float(lengths[longest]),
+        starts[longest] / sfreq,
+    )
+
+
+#: A typical amplitude the unit suggestions aim for (volts): sleep EEG's tens of uV.
+_TYPICAL_V = 20e-6
+
+
+def _typical_amplitude(x: np.ndarray, sfreq: float) -> float:
+    """Median over 1-s windows of each window's median absolute deviation (volts).
+
+    Within a second an electrode's offset and its drift barely move: a DC-coupled
+    recording drifting over 150 mV still shows the microvolts of the signal, while one
+    stored in microvolts but read as volts shows tens of volts in every window.
+    """
+    width = max(8, round(sfreq))
+    n_win = x.size // width
+    if n_win == 0:
+        finite = x[np.isfinite(x)]
+        return float(np.median(np.abs(finite - np.median(finite)))) if finite.size else 0.0
+    # A thousand windows spread over the night are plenty for a median, and cheap.
+    chosen = np.unique(np.linspace(0, n_win - 1, min(n_win, 1000)).astype(np.int64))
+    windows = x[: n_win * width].reshape(n_win, width)[chosen]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: a gap
+        dev = np.nanmedian(np.abs(windows - np.nanmedian(windows, axis=1, keepdims=True)), axis=1)
+    dev = dev[np.isfinite(dev)]
+    return float(np.median(dev)) if dev.size else 0.0
+
+
+#: A typical amplitude the unit suggestions aim for (volts): sleep EEG's tens of uV.
+_TYPICAL_V = 20e-6
+
+
+def _check_amplitude(
+    data: np.ndarray,
+    sfreq: float,
+    names: Sequence[str],
+    where: str,
+    per_number: Mapping[str, float],
+    stated: Mapping[str, str],
+    forced: str | None,
+) -> None:
+    """Refuse a channel whose typical amplitude is impossible for a biosignal.
+
+    Such a channel was stored in another unit than the file says (microvolts under no
+    unit, or under one MNE took for volts): replayed, it would clip the whole night.
+
+    Parameters
+    ----------
+    data : ndarray
+        The picked channels in volts, as read.
+    sfreq : float
+        Their rate in Hz.
+    names : sequence of str
+        Their names.
+    where : str
+        The recording, for the message.
+    per_number : mapping
+        Volts per number stored in the file, per channel, as read.
+    stated : mapping
+        The unit the file states per channel.
+    forced : str or None
+        The ``units`` option, when given.
+
+    Raises
+    ------
+    UserInputError
+        The first such channel, what was found, and the ``units`` option that fixes it.
+    """
     for row, name in enumerate(names):
-        finite = sample[row][np.isfinite(sample[row])]
-        if finite.size == 0:
+        spread = _typical_amplitude(data[row], sfreq)
+        if spread <= IMPLAUSIBLE_V:
             continue
-        spread = float(np.median(np.abs(finite - np.median(finite))))
-        if spread > IMPLAUSIBLE_V:
-            logger.warning(
-                "%s: channel %s has a typical amplitude of %.3g V, impossible for a biosignal: "
-                "its unit in the file is probably wrong (stored in uV, read as V?)",
-                where,
-                name,
-                spread,
+        numbers = spread / per_number[name]
+        guess = min((1e-3, 1e-6, 1e-9), key=lambda f: abs(math.log10(numbers * f / _TYPICAL_V)))
+        if forced is not None:
+            found = f"read with units={forced}"
+        else:
+            found = f"unit {stated[name]!r} in the file" if stated[name] else "no unit in the file"
+        if numbers * guess > IMPLAUSIBLE_V:
+            fix = "no unit (V, mV, uV, nV) makes it plausible: check how the file was written."
+        else:
+            unit = _UNIT_NAMES[guess]
+            fix = (
+                f"if the numbers are in {unit}, add units={unit} to the source "
+                f"({_spec_hint(where)}?units={unit}) or pass units={unit!r} (Python)."
             )
+        raise UserInputError(
+            f"Channel {name} in {where} has a typical amplitude of {spread:.3g} V ({found}), "
+            f"impossible for a biosignal: the unit is wrong; {fix}"
+        )
+
+
+def _spec_hint(where: str) -> str:
+    """The source spec a user would add an option to (a file:// URL for a file)."""
+    path = Path(where)
+    return path.resolve().as_uri() if path.is_absolute() or path.exists() else where

@@ -446,3 +446,30 @@ def test_spindle_cue_cues_each_spindle_soon_after_it_starts():
         into = (s.onset_index / SFREQ - 3.0) % 6.0  # time since the spindle began
         assert 0.2 < into < 1.0, into
         assert s.detail["sound"] == "click"
+
+
+@pytest.mark.parametrize(
+    ("emg_band", "ecg_band", "source_band", "emg_used"),
+    [
+        (None, None, None, True),  # full band everywhere
+        (None, 25.0, 25.0, True),  # a slow ECG in an EDF says nothing of the chin
+        (25.0, None, 25.0, False),  # the chin itself was recorded at 50 Hz
+        (None, None, 25.0, False),  # a source that only knows the band of all channels
+    ],
+)
+def test_chin_emg_for_arousals_is_judged_by_its_own_band(emg_band, ecg_band, source_band, emg_used):
+    from dataclasses import replace
+
+    from hal.base import ChannelSpec
+
+    src = ArraySource(
+        np.zeros((3, 8000)), SFREQ, [("C4-M1", "eeg"), ("Chin", "emg"), ("ECG", "ecg")]
+    )
+    channels = (
+        ChannelSpec("C4-M1", "eeg"),
+        ChannelSpec("Chin", "emg", emg_band),
+        ChannelSpec("ECG", "ecg", ecg_band),
+    )
+    info = replace(src.info, channels=channels, bandwidth_hz=source_band)
+    app = Application(load_program("clas"), info, 8, output_latency_s=0.015)
+    assert (1 in app._arousal_rows) == emg_used

@@ -135,7 +135,8 @@ def test_auto_pick_skips_non_eeg_names_and_logs_choice(
 def test_mne_channel_types_win_over_names(tmp_path: Path) -> None:
     raw = make_raw(["C4", "EOG-named-eeg", "HEOG"], types=["eeg", "eeg", "eog"])
     src = RecordingSource.from_path(write_fif(raw, tmp_path / "types_raw.fif"))
-    assert src.info.channels[1] == hal.ChannelSpec("HEOG", "eog")
+    # Recorded at 100 Hz, resampled to 250 Hz: it holds up to 50 Hz, as every channel.
+    assert src.info.channels[1] == hal.ChannelSpec("HEOG", "eog", bandwidth_hz=50.0)
 
 
 def test_channel_list_order_forced_and_disabled_roles(edf_psg: Path) -> None:
@@ -643,3 +644,248 @@ def test_flat_stretches_equal_the_window_definition(pieces, offset, seed):
     sfreq = 50.0  # 1-s windows of 50 samples
     got = _flat_stretches(x[np.newaxis], bad[np.newaxis], sfreq)[0]
     assert got == _flat_by_brute_force(x, bad, 50)
+
+
+# --------------------------------------------------------------------------------------
+# EDF written byte by byte: what MNE's exporter cannot write (duplicate labels, odd
+# units, a rate per signal, EDF+D records with gaps)
+
+
+def edf_bytes(
+    signals: list[tuple[str, bytes, np.ndarray, int]],
+    *,
+    reserved: str = "",
+    record_onsets: list[float] | None = None,
+    annotations: tuple[tuple[float, float, str], ...] = (),
+    physical: float = 1000.0,
+    record_s: float = 1.0,
+) -> bytes:
+    """An EDF file: ``(label, unit bytes, values, samples per record)`` per signal.
+
+    Values are in the unit's numbers, stored over +-``physical``. An ``EDF+C``/``EDF+D``
+    ``reserved`` adds the annotation signal: each record's time stamp (``record_onsets``,
+    default back to back) and the ``(onset, duration, text)`` annotations starting in it.
+    """
+
+    def field(value: object, width: int) -> bytes:
+        text = str(value).encode("latin-1")
+        assert len(text) <= width
+        return text.ljust(width)
+
+    n_records = len(signals[0][2]) // signals[0][3]
+    rows = [(label.encode("latin-1"), unit, spr) for label, unit, _, spr in signals]
+    plus = reserved.startswith("EDF+")
+    if plus:
+        rows.append((b"EDF Annotations", b"", 30))
+    ns = len(rows)
+    head = field("0", 8) + field("X X X X", 80) + field("Startdate 01-MAR-2024 X X X", 80)
+    head += field("01.03.24", 8) + field("22.30.05", 8) + field(256 * (ns + 1), 8)
+    head += field(reserved, 44) + field(n_records, 8) + field(f"{record_s:g}", 8) + field(ns, 4)
+    head += b"".join(label.ljust(16) for label, _, _ in rows)
+    head += b"".join(field("", 80) for _ in rows)
+    head += b"".join(unit.ljust(8) for _, unit, _ in rows)
+    head += b"".join(field(-physical if i < len(signals) else -1, 8) for i in range(ns))
+    head += b"".join(field(physical if i < len(signals) else 1, 8) for i in range(ns))
+    head += b"".join(field(-32768, 8) for _ in rows) + b"".join(field(32767, 8) for _ in rows)
+    head += b"".join(field("", 80) for _ in rows)
+    head += b"".join(field(spr, 8) for _, _, spr in rows)
+    head += b"".join(field("", 32) for _ in rows)
+    onsets = record_onsets if record_onsets is not None else list(range(n_records))
+    body = []
+    for r in range(n_records):
+        for _, _, values, spr in signals:
+            seg = values[r * spr : (r + 1) * spr] / physical * 32767.5 - 0.5
+            body.append(np.round(seg).clip(-32768, 32767).astype("<i2").tobytes())
+        if plus:
+            tal = f"+{onsets[r]:g}\x14\x14\x00"
+            for onset, duration, text in annotations:
+                if onsets[r] <= onset < onsets[r] + record_s:
+                    tal += f"+{onset:g}\x15{duration:g}\x14{text}\x14\x00"
+            body.append(tal.encode().ljust(60, b"\x00"))
+    return head + b"".join(body)
+
+
+def uv_sine(freq: float, sfreq: float, seconds: float, start: float = 0.0) -> np.ndarray:
+    """40 uV of a sine, in microvolt numbers, at times ``start + i / sfreq``."""
+    t = start + np.arange(round(seconds * sfreq)) / sfreq
+    return 40.0 * np.sin(2 * np.pi * freq * t)
+
+
+def test_dc_offset_leaves_no_ripple_after_resampling(tmp_path: Path) -> None:
+    # A 20 mV electrode offset: the polyphase filter's DC gain differs slightly from
+    # phase to phase, which once left a 20 uV p-p ripple at 50 Hz (100 -> 250 Hz).
+    sfreq, n = 100.0, 6000
+    t = np.arange(n) / sfreq
+    data = 20e-3 + 20e-6 * np.sin(2 * np.pi * 3 * t)
+    data[2000:2100] = np.nan  # a gap must still come back as NaN
+    raw = mne.io.RawArray(data[None], mne.create_info(["C3"], sfreq, "eeg"), verbose=False)
+    src = RecordingSource.from_path(write_fif(raw, tmp_path / "dc_raw.fif"))
+    x = src.read(0, src.info.n_samples)[0]
+    t250 = np.arange(x.size) / 250.0
+    error = x - (20e-3 + 20e-6 * np.sin(2 * np.pi * 3 * t250))
+    assert np.isnan(x[5000:5248]).all()
+    for part in (error[500:4900], error[5400:-500]):  # away from the edges and the gap
+        assert np.isfinite(part).all()
+        assert np.ptp(part) < 1e-6  # float32 in the FIF: ~2 nV steps at 20 mV
+
+
+def test_duplicate_labels_with_uppercase_unit_are_read_as_microvolts(tmp_path: Path) -> None:
+    x, y = uv_sine(5, 100, 60), uv_sine(7, 100, 60)
+    path = tmp_path / "dup.edf"
+    path.write_bytes(edf_bytes([("EEG", b"UV", x, 100), ("EEG", b"UV", y, 100)]))
+    src = hal.open_source(str(path), channel="EEG-0,EEG-1", sfreq=100.0)
+    np.testing.assert_allclose(src.read(0, x.size), np.vstack([x, y]) * 1e-6, atol=1e-7)
+
+
+def test_micro_sign_in_utf8_is_read_as_microvolts(tmp_path: Path) -> None:
+    x = uv_sine(5, 100, 60)
+    path = tmp_path / "utf8.edf"
+    path.write_bytes(edf_bytes([("C3-A2", "µV".encode(), x, 100)]))  # C2 B5 56
+    src = hal.open_source(str(path), sfreq=100.0)
+    np.testing.assert_allclose(src.read(0, x.size)[0], x * 1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("fmt", ["edf", "fif"])
+def test_non_integer_rate_keeps_the_duration_and_the_last_epoch(tmp_path: Path, fmt: str) -> None:
+    sfreq = 127.9
+    n = 3837  # exactly 30.000 s
+    if fmt == "edf":  # an exact rate: 3 records of 10 s, 1279 samples each
+        path = tmp_path / "r127_9.edf"
+        path.write_bytes(edf_bytes([("C3", b"uV", uv_sine(5, sfreq, 30), 1279)], record_s=10))
+    else:  # FIF keeps the rate in single precision: 30 s is a hair less
+        path = write_fif(make_raw(["C3"], sfreq=sfreq, seconds=30.0), tmp_path / "r127_9_raw.fif")
+    src = RecordingSource.from_path(path)
+    assert src.info.n_samples == round(n * 250 / sfreq) == 7500
+    assert src.info.duration == pytest.approx(30.0)
+    assert np.isfinite(src.read(0, src.info.n_samples)).all()
+
+
+def test_each_edf_channel_is_judged_at_its_own_rate(tmp_path: Path) -> None:
+    # MNE upsamples slower signals to the fastest: a 50-Hz EEG beside a 200-Hz chin EMG.
+    path = tmp_path / "mixed.edf"
+    path.write_bytes(
+        edf_bytes(
+            [("C3-A2", b"uV", uv_sine(5, 50, 60), 50), ("Chin", b"uV", uv_sine(40, 200, 60), 200)]
+        )
+    )
+    with pytest.raises(UserInputError) as err:
+        hal.open_source(str(path))
+    message = one_line(err)
+    assert "C3-A2" in message and "sampled at 50 Hz" in message and "min_sfreq=100" in message
+    assert "--min-sfreq 50" in message
+    src = hal.open_source(str(path), min_sfreq=50)
+    assert src.info.ch_names == ["C3-A2", "Chin"]
+    assert src.info.bandwidth_hz == 25.0  # the slowest picked channel's Nyquist
+    # Each channel its own: the chin holds up to 100 Hz, below the device's 125 Hz.
+    assert [c.bandwidth_hz for c in src.info.channels] == [25.0, 100.0]
+    # A 200-Hz EEG with a 100-Hz EOG: accepted, the band is the EOG's.
+    path2 = tmp_path / "mixed2.edf"
+    path2.write_bytes(
+        edf_bytes(
+            [("C3-A2", b"uV", uv_sine(5, 200, 60), 200), ("EOG", b"uV", uv_sine(1, 100, 60), 100)]
+        )
+    )
+    src2 = hal.open_source(str(path2))
+    assert src2.info.ch_names == ["C3-A2", "EOG"] and src2.info.bandwidth_hz == 50.0
+    assert [c.bandwidth_hz for c in src2.info.channels] == [100.0, 50.0]
+
+
+def test_edf_plus_d_records_keep_their_time_with_gaps_as_nan(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 60 records of 1 s; after the 30th, 20 s without data: records 30.. start at 50 s.
+    onsets = [float(r if r < 30 else r + 20) for r in range(60)]
+    x = np.concatenate([uv_sine(5, 100, 1, start=on) for on in onsets])
+    path = tmp_path / "disc.edf"
+    anns = ((10.5, 0.0, "lights off"), (55.25, 5.0, "arousal"), (75.5, 0.0, "late"))
+    path.write_bytes(
+        edf_bytes(
+            [("C3-A2", b"uV", x, 100)], reserved="EDF+D", record_onsets=onsets, annotations=anns
+        )
+    )
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    src = hal.open_source(str(path))
+    assert src.info.n_samples == 80 * 250
+    y = src.read(0, src.info.n_samples)[0]
+    assert np.isnan(y[30 * 250 : 50 * 250]).all()
+    assert np.isfinite(y[: 30 * 250 - 10]).all() and np.isfinite(y[50 * 250 + 10 :]).all()
+    # Every sample at its time: after the gap too.
+    want = 40e-6 * np.sin(2 * np.pi * 5 * np.arange(y.size) / 250.0)
+    np.testing.assert_allclose(y[51 * 250 : 79 * 250], want[51 * 250 : 79 * 250], atol=1e-6)
+    found = {(a.description, a.onset, a.duration) for a in src.info.annotations}
+    assert found == {("lights off", 10.5, 0.0), ("arousal", 55.25, 5.0), ("late", 75.5, 0.0)}
+    gaps = [r.getMessage() for r in caplog.records if "gap" in r.getMessage()]
+    assert len(gaps) == 1 and "EDF+D" in gaps[0] and "1 gap(s)" in gaps[0] and "20.0 s" in gaps[0]
+    assert not [r for r in caplog.records if "non-finite" in r.getMessage()]
+
+
+def test_bad_channels_are_not_chosen_by_default(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = make_raw(["C3", "C4", "EOG L", "EOG R"], types=["eeg", "eeg", "eog", "eog"])
+    raw.info["bads"] = ["C3", "EOG L"]
+    path = write_fif(raw, tmp_path / "bads_raw.fif")
+    assert RecordingSource.from_path(path).info.ch_names == ["C4", "EOG R"]
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    src = RecordingSource.from_path(path, channel="C3")
+    assert src.info.ch_names == ["C3", "EOG R"]  # named: used, with a warning
+    marked = [r.getMessage() for r in caplog.records if "marked bad" in r.getMessage()]
+    assert len(marked) == 1 and "C3" in marked[0]
+
+
+def test_impossible_amplitude_is_an_error_with_a_units_way_out(tmp_path: Path) -> None:
+    x = uv_sine(5, 100, 60)
+    path = tmp_path / "nounit.edf"
+    path.write_bytes(edf_bytes([("C3-A2", b"", x, 100)]))  # microvolt numbers, no unit
+    with pytest.raises(UserInputError) as err:
+        hal.open_source(str(path))
+    message = one_line(err)
+    assert "C3-A2" in message and "impossible for a biosignal" in message
+    assert f"{path.as_uri()}?units=uV" in message
+    src = hal.open_source(path.as_uri() + "?units=uV", sfreq=100.0)
+    np.testing.assert_allclose(src.read(0, x.size)[0], x * 1e-6, atol=1e-7)
+    # The option overrides a unit the header states too (here, wrongly, "V").
+    path_v = tmp_path / "volts.edf"
+    path_v.write_bytes(edf_bytes([("C3-A2", b"V", x, 100)]))
+    src = hal.open_source(str(path_v), units="uV", sfreq=100.0)
+    np.testing.assert_allclose(src.read(0, x.size)[0], x * 1e-6, atol=1e-7)
+    with pytest.raises(UserInputError, match="'units' option: expected V, mV, uV or nV"):
+        hal.open_source(path.as_uri() + "?units=furlong")
+    # A DC-coupled recording drifting over 150 mV is possible: judged second by second.
+    raw = make_raw(["C3"])
+    drifting = raw.get_data() + np.linspace(0.0, 0.15, raw.n_times)
+    raw = mne.io.RawArray(drifting, raw.info, verbose=False)
+    assert RecordingSource.from_path(write_fif(raw, tmp_path / "drift_raw.fif")).info.n_samples
+
+
+def test_damaged_files_say_so_in_one_line(tmp_path: Path, edf_psg: Path) -> None:
+    empty = tmp_path / "empty_raw.fif"
+    empty.write_bytes(b"")
+    with pytest.raises(UserInputError) as err:
+        hal.open_source(str(empty))
+    assert one_line(err) == f"Cannot read {empty}: the file is empty (0 bytes)."
+    header = tmp_path / "header.edf"
+    header.write_bytes(edf_psg.read_bytes()[:300])
+    with pytest.raises(UserInputError) as err:
+        hal.open_source(str(header))
+    assert "looks damaged or truncated" in one_line(err)
+    full = write_fif(make_raw(["C3"], seconds=120.0), tmp_path / "full_raw.fif")
+    cut = tmp_path / "cut_raw.fif"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size * 2 // 3])
+    with pytest.raises(UserInputError) as err:
+        hal.open_source(str(cut))
+    assert str(cut) in one_line(err) and "looks damaged or truncated" in str(err.value)
+
+
+def test_later_part_of_a_split_fif_says_the_recording_starts_earlier(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = make_raw(["C3"], sfreq=250.0, seconds=1200.0)
+    # MNE keeps 1 MiB of each part for its end tags: ~650 kB of samples per part.
+    raw.save(tmp_path / "night_raw.fif", split_size=1_700_000, buffer_size_sec=1, verbose=False)
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    RecordingSource.from_path(tmp_path / "night_raw.fif")
+    assert not [r for r in caplog.records if "continuation" in r.getMessage()]
+    RecordingSource.from_path(tmp_path / "night_raw-1.fif")
+    parts = [r.getMessage() for r in caplog.records if "continuation" in r.getMessage()]
+    assert len(parts) == 1 and "starts earlier" in parts[0]
