@@ -28,7 +28,8 @@ examples:
       --channel C3-M2 --out runs/psg
 
 Options of a recording ride on its file:// URL (quote it: '&' and '?' are shell syntax):
-  channel=, eog=, emg=, ecg= (a channel name, or none), sfreq=, min_sfreq=.
+  channel=, eog=, emg=, ecg= (a channel name, or none), sfreq=, min_sfreq=,
+  units= (V, mV, uV or nV: the stored numbers' unit, when the file's header is wrong).
 """
 
 
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a recording MNE reads (EDF, BDF, FIF, BrainVision...), as a path or file:// URL, "
         "or a source spec such as sleep-physionet://0/1 or 'sleeper://?seed=2&hours=6' "
         "(default: the virtual sleeper); a recording's own options (channel=, eog=, emg=, "
-        "ecg=, sfreq=, min_sfreq=) go on its file:// URL",
+        "ecg=, sfreq=, min_sfreq=, units=) go on its file:// URL",
     )
     sim.add_argument(
         "--channel",

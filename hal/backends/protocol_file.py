@@ -36,7 +36,8 @@ def open_source(
     ----------
     url : str
         ``file://`` URL with an absolute path; query keys ``channel``, ``eog``, ``emg``,
-        ``ecg``, ``sfreq``, ``min_sfreq``.
+        ``ecg``, ``sfreq``, ``min_sfreq``, ``units`` (the unit of the stored numbers of the
+        picked channels, over the header's: ``V``, ``mV``, ``uV`` or ``nV``).
     sfreq : float, optional
         Device rate (default 250 Hz).
     channel : str or list of str, optional
