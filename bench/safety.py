@@ -3,11 +3,15 @@
 ``python -m bench.safety --scenarios N --json`` runs N seeded randomized scenarios. Each
 is a full loop — the island (:mod:`firmware.safety`) with its own timer, an application
 that checks in and asks for stimuli through its port (honest, then faulty: hangs, floods,
-over-limit requests, skipped/early/reordered check-ins, re-arm attempts through its
-port), a world that sends DMA blocks with signals and faults (lead-off, stuck ADC,
-dropped blocks, arousal movement, distress heart rate), the host and the wake button —
-with an oracle that checks S1-S6 after every step. Its last line is one JSON object:
-``scenarios``, ``violations``, ``kill_latency_ms`` {min, p50, p99, max}, ``trips`` by cause.
+over-limit requests, skipped/early/reordered check-ins, a fast loop checking in too often,
+check-ins handed over in bulk outside their window, re-arm attempts through its port), a
+world that sends DMA blocks with signals and faults (lead-off, stuck ADC, dropped blocks,
+arousal movement, distress heart rate, distress soon after a stimulus), the host (kill,
+re-arm, restarting the application) and the wake button — with an oracle that checks
+S1-S6 after every step, S1 at the onset at the transducer (a pulse is in flight for the
+output latency) and S5 on the interlock's record of when it was really opened. Its last
+line is one JSON object: ``scenarios``, ``violations``, ``kill_latency_ms`` {min, p50,
+p99, max}, ``trips`` by cause.
 
 :class:`Harness` is also the world of the Hypothesis proof (``tests/test_safety_props.py``).
 """
@@ -25,6 +29,7 @@ import numpy as np
 from bench._json import json_line
 from firmware.safety import SLEEPER_CAUSES, SafetyConfig, SafetyIsland, rearm_frame
 from hal.base import Stimulus, Transducer
+from hal.interlock import Limits
 
 logger = logging.getLogger("bench.safety")
 
@@ -32,8 +37,24 @@ SFREQ = 250.0
 BLOCK = 8
 ROLES = ("eeg", "emg", "ecg", "accel")
 KEY = b"board-secret"
-#: Blocks the world sends per delivery (about 0.5 s).
-CHUNK_BLOCKS = 16
+#: Blocks the world sends per delivery (about 1 s; an action of the app or the outside
+#: first delivers what arrived by then).
+CHUNK_BLOCKS = 32
+#: The island's oscillator may be off by this much (1000 ppm): a window is surely missed
+#: only beyond it.
+CLOCK_TOL = 1e-3
+#: Heart rates the world uses: at or above RACING the heart is surely in distress against a
+#: calm baseline, at or below CALM it is calm.
+RACING_BPM, CALM_BPM = 90.0, 61.0
+
+
+def level_limit(limits: Limits, modality: str) -> float:
+    """The oracle's own table of the level limit of each modality."""
+    return {
+        "audio": limits.max_level_db,
+        "light": limits.max_light_pct,
+        "haptic": limits.max_haptic_pct,
+    }[modality]
 
 
 class Harness:
@@ -74,6 +95,7 @@ class Harness:
             clock_ppm=clock_ppm,
         )
         self.port = self.island.port()
+        self.lock = self.island._lock  # the proof reads the hardware record
         self.now = 0.0
         self.rate = SFREQ * (1 + adc_ppm * 1e-6)
         # The honest application's schedule (it may be told to misbehave).
@@ -81,6 +103,9 @@ class Harness:
         self.period = 0
         self.epoch = 0
         self.mod_seq = 0
+        self.period_true_s = round(self.cfg.period_s * SFREQ) / self.rate
+        self.next_acq_t = self.period_true_s  # the next acquisition/dsp check-in
+        self.next_stage_t = self.cfg.staging_start_s + 30.0
         self.next_block = 0  # next sample index the world sends
         # World state.
         self.lead_off = False
@@ -92,7 +117,14 @@ class Harness:
         self._delivered: list[float] = []  # times of delivered stimuli
         self._sure_attempts: list[float] = []  # attempts the island must count (send times)
         self.hum_uv = 0.0  # 50-Hz mains hum on the chin lead (not a sleeper waking)
-        self.hr = 60.0
+        # The heart (see the ``hr`` property): when it began to race, when the calm stretch
+        # before that began, when it first raced, when the DMA last lost blocks.
+        self._hr = 60.0
+        self._race_since: float | None = None
+        self._calm_since: float | None = 0.0
+        self._calm_before_race: float | None = None
+        self._first_race: float | None = None
+        self._last_drop_t = -math.inf
         # The ECG lead: gain (negative: an inverted lead), T wave and baseline wander (µV).
         self.ecg_gain = 1.0
         self.ecg_t_uv = 0.0
@@ -118,50 +150,103 @@ class Harness:
 
     # ---------------------------------------------------------------- time
     def _next_period_t(self) -> float:
-        return (self.period + 1) * round(self.cfg.period_s * SFREQ) / self.rate
+        return self.next_acq_t
 
     def _next_stage_t(self) -> float:
-        return self.cfg.staging_start_s + (self.epoch + 1) * 30.0
+        return self.next_stage_t
 
     def _next_block_t(self) -> float:
         return (self.next_block + CHUNK_BLOCKS * BLOCK) / self.rate
 
     def advance(self, dt: float) -> None:
-        """Let ``dt`` seconds pass: the island's timer, the app's tasks and the DMA run."""
+        """Let ``dt`` seconds pass: the island's timer, the transducers (pulses in flight
+        reach them at their onsets), the app's tasks and the DMA run. The island's timer
+        goes first at a tie: it is what the proof is about."""
         target = self.now + dt
         while True:
             wake = self.island.next_wake()
+            onset = self.lock.next_onset()
             app_t = math.inf if self.hung else min(self._next_period_t(), self._next_stage_t())
             blk = self._next_block_t()
-            t = min(wake, app_t, blk)
+            t = min(wake, onset, app_t, blk)
             if t > target:
                 break
             self.now = max(self.now, t)
             if t == wake:
                 self.island.poll(t)
+            elif t == onset:
+                if self._blocks_arrived(t):  # what the island would know by then, first
+                    self._send_blocks(self._blocks_arrived(t))
+                    continue
+                self.island.settle(t)
             elif t == blk:
                 self._send_blocks()
             elif t == app_t:
                 if app_t == self._next_period_t():
-                    self._resynced = False
-                    self.port.check_in("acquisition", self.period, t)
-                    self.port.check_in("dsp", self.period, t + 1e-4)
-                    self.period += 1
-                    self.last_acq_true = t
+                    self._period_check_in(t)
                 else:
                     self._resynced_staging = False
                     self.port.check_in("staging", self.epoch, t)
                     self.epoch += 1
+                    self.next_stage_t = t + 30.0
         self.now = target
         self.island.poll(target)
+        self.island.settle(target)
         self.check()
 
-    def _send_blocks(self) -> None:
-        n = CHUNK_BLOCKS * BLOCK
+    def _period_check_in(self, t: float) -> None:
+        """The app's ``acquisition`` then ``dsp`` check-in at ``t``, in sequence; the next
+        one is due a period later. The oracle knows the window: a check-in surely early
+        (after the previous one, unless the first after a re-arm) or surely late trips."""
+        self._catch_up()
+        self._period_oracle([t])
+        self.port.check_in("acquisition", self.period, t)
+        self._timer_to(t + 1e-4)  # the dsp task checks in a little later
+        self.port.check_in("dsp", self.period, t + 1e-4)
+        self._periods_done([t])
+
+    def _period_oracle(self, times: list[float]) -> None:
+        cfg = self.cfg
+        last, resynced = self.last_acq_true, self._resynced
+        for t in times:
+            gap = t - last
+            if not resynced and gap * (1 + CLOCK_TOL) < cfg.window_min_s:
+                self._must_open(t, f"acquisition early ({gap:.3f} s)")
+            if gap * (1 - CLOCK_TOL) > cfg.window_max_s:  # the window closed before it
+                self._must_open(last + cfg.window_max_s * (1 + CLOCK_TOL), "acquisition late")
+            last, resynced = t, False
+
+    def _periods_done(self, times: list[float]) -> None:
+        self._resynced = False
+        self.period += len(times)
+        self.last_acq_true = times[-1]
+        self.next_acq_t = times[-1] + self.period_true_s
+
+    def _blocks_arrived(self, t: float) -> int:
+        """Blocks that have arrived by ``t`` and were not sent yet."""
+        return max(0, math.floor((t * self.rate - self.next_block) / BLOCK + 1e-6))
+
+    def _catch_up(self) -> None:
+        """Before the app or the outside acts: the DMA delivers the blocks that arrived by
+        now (the world sends them in chunks only for speed) and the island's timer does
+        what became due, each at its time, as if every block had come on time."""
+        k = self._blocks_arrived(self.now)
+        if k:
+            self._send_blocks(k)
+        self._timer_to(self.now)
+
+    def _timer_to(self, t: float) -> None:
+        """The island's timer fires at each of its deadlines up to ``t``."""
+        while (wake := self.island.next_wake()) <= t:
+            self.island.poll(wake)
+
+    def _send_blocks(self, n_blocks: int = CHUNK_BLOCKS) -> None:
+        n = n_blocks * BLOCK
         start = self.next_block
         self.next_block += n
         self.last_block_bad = self.lead_off or self.stuck
         if self.drop_next > 0:  # the DMA lost these blocks
+            self._last_drop_t = self.now
             self.moving_since = None  # the island may not have seen this movement whole
             self._sure_attempts = []  # nor these attempts
             self.last_block_bad = self._seen_bad
@@ -194,12 +279,54 @@ class Harness:
         data[2] *= self.ecg_gain
         if self.ecg_wander_uv:  # breathing and electrode drift
             data[2] += self.ecg_wander_uv * np.sin(2 * np.pi * 0.25 * t)
-        times = (start + BLOCK * np.arange(1, CHUNK_BLOCKS + 1)) / self.rate
+        times = (start + BLOCK * np.arange(1, n_blocks + 1)) / self.rate
         self.island.on_blocks(start, data, flags, times)
         if self._moving:
             self._movement_sent(self.now)
         self._seen_bad = self.last_block_bad
         # Bad signal is a condition only when a stimulus is asked for (see request()).
+
+    @property
+    def hr(self) -> float:
+        """The heart rate (bpm) the world's ECG beats at."""
+        return self._hr
+
+    @hr.setter
+    def hr(self, bpm: float) -> None:
+        racing, calm = bpm >= RACING_BPM, bpm <= CALM_BPM
+        if racing and self._race_since is None:
+            self._race_since = self.now
+            self._calm_before_race = self._calm_since
+            if self._first_race is None:
+                self._first_race = self.now
+        if not racing:
+            self._race_since = None
+        if calm and self._calm_since is None:
+            self._calm_since = self.now
+        if not calm:
+            self._calm_since = None
+        self._hr = float(bpm)
+
+    def _surely_distress_under_stimulation(self, t: float) -> bool:
+        """The island must see, at ``t``, distress that began under stimulation.
+
+        The heart raced from ``up`` after a calm stretch long enough for the island's
+        warm-up and baseline (45 s; 240 s if it ever raced before, so a first racing
+        heart cannot be the baseline), with no block lost from 15 s before ``up``. The
+        island dates the episode from its last calm beat, within [up - 1.1 s, up + 2.5 s]
+        (the median of five R-R intervals flips on the third fast one), and confirms it
+        five fast beats later (by up + 6 s, + a delivery): at ``t >= up + 8 s`` it has. A
+        stimulus delivered in [up - 7 s, up - 1.5 s] lies within ``stim_active_s``
+        (10 s) before any such beginning: the distress began under stimulation.
+        """
+        up, calm0 = self._race_since, self._calm_before_race
+        if up is None or calm0 is None or t < up + 8.0:
+            return False
+        warm = 240.0 if self._first_race is not None and self._first_race < calm0 else 45.0
+        if up - calm0 < warm or self._last_drop_t >= up - 15.0:
+            return False
+        reach = self.cfg.stim_active_s - 3.0  # 7 s by default
+        return any(up - reach <= s <= up - 1.5 for s in self._delivered)
 
     @property
     def moving(self) -> bool:
@@ -255,6 +382,7 @@ class Harness:
         self, level: float, duration: float, modality: str = "audio", check_in: bool = True
     ) -> bool:
         """The application asks for a stimulus now (after its modulation check-in)."""
+        self._catch_up()
         t = self.now
         before = self.island.tripped
         if check_in:
@@ -265,6 +393,19 @@ class Harness:
         armed, self.armed = self.armed, max(0, self.armed - 1)
         stim = Stimulus(round(t * SFREQ) + 4, modality, level, duration, "adversary")
         v = self.port.request(stim, t)
+        # S4: what was asked, against the oracle's own table of the limits. An over-limit
+        # request comes back refused, never delivered (clipped or not), and what the gate
+        # passed is exactly what was asked.
+        lim = self.cfg.limits
+        over = not level <= level_limit(lim, modality) or not 0 < duration <= lim.max_pulse_s
+        if v.delivered and over:
+            self.violations.append(
+                f"S4: over-limit request {modality} {level}/{duration} came back delivered"
+            )
+        if v.delivered:
+            flying = self.lock.in_flight()
+            if not flying or flying[-1].stimulus != stim:
+                self.violations.append(f"S4: the gate passed something else than {stim}")
         if v.reason.startswith("limit"):
             self.limit_refusals += 1
             self.breaches = [b for b in self.breaches if b > t - self.cfg.breach_window_s] + [t]
@@ -276,14 +417,28 @@ class Harness:
             self._must_open(t, "stimulus into bad signal")
         if not before and check_in and self._surely_aroused(t) and not v.reason.startswith("limit"):
             self._must_open(t, "stimulus into an arousal")
+        if (
+            not before
+            and check_in
+            and not v.reason.startswith("limit")
+            and self._surely_distress_under_stimulation(t)
+        ):
+            self._must_open(t, "stimulus into distress that began under stimulation")
         if v.delivered:
             self._delivered.append(t)
         self.check()
         return v.delivered
 
     def bad_check_in(self, task: str, seq_offset: int) -> None:
-        """A check-in out of order (or of an unknown task)."""
+        """A check-in out of order (or of an unknown task); ``acquisition`` in sequence is
+        an unscheduled period check-in now (early, or on time)."""
+        self._catch_up()
         t = self.now
+        if task == "acquisition" and seq_offset == 0 and not self.hung:
+            if self.last_acq_true <= t:  # not before check-ins handed over ahead
+                self._period_check_in(t)
+            self.check()
+            return
         before = self.island.tripped
         seq = {
             "acquisition": self.period,
@@ -320,6 +475,44 @@ class Harness:
             self._resynced_mod = False
         self.check()
 
+    def fast_loop(self, n: int, every_s: float = 0.1) -> None:
+        """A looping application checks in every ``every_s`` with correct sequence numbers
+        (``n`` times): early, which the windowed watchdog must trip on."""
+        for _ in range(n):
+            # After the check-ins handed over ahead (bulk_periods), never before them.
+            self.advance(max(every_s, self.last_acq_true - self.now))
+            if self.hung:
+                return
+            self._period_check_in(self.now)
+            self.check()
+
+    def bulk_periods(self, gaps: list[float]) -> None:
+        """The app hands over the check-ins of the next periods in bulk (as the simulator
+        does for blocks it accounts in bulk), stamped at future times ``gaps`` apart (the
+        first ``gaps[0]`` after now or after the last stamp handed over, whichever is
+        later: time does not run backwards), sequence numbers correct. A gap surely outside the
+        window trips: an early check-in at its stamp, a late one when the window closed
+        (a late check-in must not be taken as on time, moving the window on)."""
+        if self.hung or not gaps:
+            return
+        self._catch_up()
+        times = list(np.cumsum(gaps) + max(self.now, self.last_acq_true))
+        self._period_oracle(times)
+        self.port.check_in_periods(self.period, times, [x + 1e-4 for x in times])
+        self._periods_done(times)
+        self.check()
+
+    def restart_app(self) -> None:
+        """After a re-arm the host restarts the application: it runs again from now (its
+        sequence numbers go on; the island accepts any later one once)."""
+        if self.island.tripped:
+            return
+        self.hung = False
+        self.deadlines = [(d, w) for d, w in self.deadlines if not w.startswith("hang")]
+        self.next_acq_t = self.now + self.period_true_s
+        self.next_stage_t = self.now + 30.0
+        self.check()
+
     def hang(self) -> None:
         """The application stops checking in (loops forever)."""
         if not self.hung and not self.island.tripped:
@@ -330,6 +523,7 @@ class Harness:
 
     def app_rearm_attempt(self) -> None:
         """The application forges a re-arm through its port (it has no other way)."""
+        self._catch_up()
         self.port.message(rearm_frame(KEY, 10**9), self.now)
         self.port.message(b"REARM", self.now)
         self.check()
@@ -337,13 +531,15 @@ class Harness:
     # ---------------------------------------------------------------- outside the firmware
     def kill(self) -> None:
         """Host kill command."""
+        self._catch_up()
         self._must_open(self.now, "kill")
         self.island.host_command(b"KILL", self.now)
         self.check()
 
     def host_rearm(self, nonce: int, good_key: bool) -> None:
         """Host re-arm command (maybe forged, maybe replayed)."""
-        was = self.island.tripped
+        self._catch_up()
+        was = self.island.interlock_open  # latched (a trip still pending is not re-armed)
         ok = self.island.host_command(rearm_frame(KEY if good_key else b"x", nonce), self.now)
         expected = good_key and nonce > self._nonce
         if ok != expected:
@@ -357,6 +553,7 @@ class Harness:
 
     def press(self, hold_s: float) -> None:
         """The wake button, pressed for ``hold_s``."""
+        self._catch_up()
         self._must_open(self.now, "button")
         t0 = self.now
         self.island.button(True, self.now)
@@ -397,17 +594,24 @@ class Harness:
         """Check S1-S6 against the record; append violations."""
         isl, cfg, v = self.island, self.cfg, self.violations
         outs = isl.outputs
-        lock = isl._lock  # the proof reads the hardware record
+        lock = self.lock
         stims = [o for o in outs if not o.cue]
         new = stims[self._checked :]
         self._checked = len(stims)
-        # S1: nothing of the program while open; the transducers saw exactly that.
+        # S1: nothing of the program reaches a transducer while open: not when it was
+        # passed, not at its onset at the transducer, nor if the gate opened in between
+        # (an opening cuts what is in flight, even if a re-arm closes the gate again).
         for o in new:
-            if lock.was_open(o.t):
-                v.append(f"S1: stimulus at {o.t} while open")
+            if any(op <= o.at and (c is None or c > o.t) for op, c in lock.openings):
+                v.append(f"S1: stimulus passed at {o.t} reached the transducer at {o.at} open")
         emitted = sum(len(tx.emitted) for tx in self.transducers.values())
         if emitted != len(outs):
             v.append("S1: a transducer was driven outside the interlock")
+        # S5: the island acted when its record says (its timer was not starved): the
+        # interlock records when open() was really called.
+        for (op, _c), called in zip(lock.openings, lock.open_calls, strict=True):
+            if called - op > 1e-9:
+                v.append(f"S5: opened at {called}, recorded as {op}")
         # S2: every condition met is followed by an open interlock within T_react.
         for d, why in self.deadlines:
             if (
@@ -425,21 +629,16 @@ class Harness:
                 v.append(f"S3: closed at {c} without an external re-arm")
         # S4: limits over every window; refusals logged.
         lim = cfg.limits
-        times = [o.t for o in stims]
-        for i in range(len(times) - len(new), len(times)):
-            j = int(np.searchsorted(times, times[i] - 60.0, side="right"))
-            if i - j + 1 > lim.max_per_minute:
+        if new:  # onsets at the transducers, in any 60-s window
+            times = np.sort([o.at for o in stims])
+            first = np.searchsorted(times, times - 60.0, side="right")
+            if (np.arange(times.size) - first + 1 > lim.max_per_minute).any():
                 v.append("S4: max_per_minute exceeded")
-                break
         if len(stims) > lim.max_per_night:
             v.append("S4: max_per_night exceeded")
         for o in new:
             s = o.stimulus
-            top = {
-                "audio": lim.max_level_db,
-                "light": lim.max_light_pct,
-                "haptic": lim.max_haptic_pct,
-            }[s.modality]
+            top = level_limit(lim, s.modality)
             if s.level > top or s.duration > lim.max_pulse_s:
                 v.append(f"S4: {s.modality} {s.level}/{s.duration} delivered beyond a limit")
         if sum(1 for e in isl.log if e["event"] == "limit") != self.limit_refusals:
@@ -472,6 +671,18 @@ def trapped_episode(h: Harness, rng: np.random.Generator) -> None:
         h.advance(float(rng.choice([0.5, 1.0, 3.0])))
         h.moving = False
         h.advance(float(rng.choice([4.0, 9.0, 12.0, 20.0])))
+
+
+def distress_episode(h: Harness, lead_s: float = 3.0, wait_s: float = 10.0) -> None:
+    """A stimulus, the heart races ``lead_s`` later, a request ``wait_s`` after that: the
+    distress began under stimulation (S2). The heart calms again afterwards."""
+    h.request(50.0, 0.05)
+    h.advance(lead_s)
+    h.hr = 100.0
+    h.advance(wait_s)
+    h.request(50.0, 0.05)
+    h.advance(0.01)
+    h.hr = 60.0
 
 
 def run_scenario(seed: int, steps: int = 40) -> Harness:
@@ -511,6 +722,8 @@ def run_scenario(seed: int, steps: int = 40) -> Harness:
         elif r < 0.74:
             nonce = nonce + 1 if rng.random() < 0.7 else max(0, nonce - 1)
             h.host_rearm(nonce, good_key=bool(rng.random() < 0.7))
+            if rng.random() < 0.5:
+                h.restart_app()
         elif r < 0.77:
             h.app_rearm_attempt()
         elif r < 0.82:
@@ -521,10 +734,16 @@ def run_scenario(seed: int, steps: int = 40) -> Harness:
             h.moving = not h.moving
         elif r < 0.90:
             trapped_episode(h, rng)
-        elif r < 0.95:
+        elif r < 0.93:
             h.hr = float(rng.choice([60.0, 95.0]))
-        else:
+        elif r < 0.95:
+            distress_episode(h, float(rng.choice([1.5, 3.0, 6.0])), float(rng.choice([8.0, 12.0])))
+        elif r < 0.97:
             h.drop_next = int(rng.integers(1, 20))
+        elif r < 0.985:
+            h.fast_loop(int(rng.integers(1, 5)), float(rng.choice([0.1, 0.3])))
+        else:
+            h.bulk_periods([float(x) for x in rng.choice([0.1, 0.6, 1.024, 1.5, 1.7, 2.5], 3)])
     h.advance(2.0)
     return h
 

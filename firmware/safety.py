@@ -10,14 +10,22 @@ no transducer, no island state, no re-arm. Re-arm comes only from outside the fi
 host command carrying an HMAC of the board's secret (:meth:`SafetyIsland.host_command`) or
 a long press of the wake button (:meth:`SafetyIsland.button`).
 
+A granted request is a pulse in flight to its transducer for the output latency; a trip
+that opens the interlock before its onset cuts it (:mod:`hal.interlock`), so
+``Verdict.delivered`` means "passed the gate", and the driver of time settles the gate at
+each onset (:meth:`SafetyIsland.settle`) to learn whether it reached the transducer.
+
 Time
 ----
 Every entry point takes ``t``, the true time of the call, supplied by the driver (on the
-board: the island's timer capture register). The island acts on its own tick grid: a
-condition that begins at ``since`` is handled at the first tick at or after it and the
-interlock opens ``reaction_s`` later, so the kill latency is at most ``tick_s +
-reaction_s`` (< ``t_react_s``, default 10 ms). Windows are measured on the island's own
-clock (which may drift by ``clock_ppm`` from true time).
+board: the island's timer capture register). Each trip records ``acted_t``, the time of
+the poll that really opened the interlock, beside the scheduled ``opened_t``: with the
+island's own timer running they are equal; a timer that did not run shows as a later
+``acted_t`` (the interlock records it too, :attr:`hal.interlock.Interlock.open_calls`).
+The island acts on its own tick grid: a condition that begins at ``since`` is handled at
+the first tick at or after it and the interlock opens ``reaction_s`` later, so the kill
+latency is at most ``tick_s + reaction_s`` (< ``t_react_s``, default 10 ms). Windows are
+measured on the island's own clock (which may drift by ``clock_ppm`` from true time).
 
 Watchdog (temporal and logical monitoring, IEC 61508-2 Table A.10)
 ------------------------------------------------------------------
@@ -506,7 +514,12 @@ class AppPort:
         self._tripped = island._is_tripped
 
     def request(self, stim: Stimulus, t: float) -> Verdict:
-        """Ask for ``stim`` to be emitted now (``t``: the timer's fire time)."""
+        """Ask for ``stim`` to be emitted now (``t``: the timer's fire time).
+
+        ``delivered`` means the interlock passed it: it is in flight to the transducer
+        and reaches it at ``t`` plus the output latency, unless a trip opens the
+        interlock before (then it is cut and never reaches the sleeper).
+        """
         return self._request(stim, t)
 
     def check_in(self, task: str, seq: int, t: float) -> None:
@@ -655,6 +668,17 @@ class SafetyIsland:
         """Whether the interlock was open at ``t``."""
         return self._lock.was_open(t)
 
+    def settle(self, t: float) -> None:
+        """The transducers' side at ``t``: pulses in flight whose onset has come reach their
+        transducers (and the world, through ``on_output``); those cut by an opening in
+        flight never do. The driver of time calls it at each onset (it is hardware: it
+        needs nothing from the island's timer)."""
+        self._lock.settle(t)
+
+    def was_cut(self, stim: Stimulus) -> bool:
+        """Whether ``stim`` (a granted request, by identity) was cut in flight."""
+        return self._lock.was_cut(stim)
+
     def stop(self) -> None:
         """End of the night: the timer stops (nothing is monitored any more)."""
         self.stopped = True
@@ -732,7 +756,7 @@ class SafetyIsland:
             if due > t:
                 return
             if self._pending is not None and self._pending[0] <= due:
-                self._execute_trip()
+                self._execute_trip(t)
             elif self._cues and self._cues[0][0] <= due:
                 when, stim = self._cues.popleft()
                 self._lock.cue(stim, when)
@@ -766,11 +790,13 @@ class SafetyIsland:
         if self._pending is None or open_t < self._pending[0]:
             self._pending = (open_t, cause, since)
 
-    def _execute_trip(self) -> None:
+    def _execute_trip(self, now: float) -> None:
+        """Open the interlock for the pending trip; ``now`` is when this actually runs (the
+        poll's time), recorded beside the scheduled ``opened_t`` so a late timer shows."""
         assert self._pending is not None
         open_t, cause, since = self._pending
         self._pending = None
-        self._lock.open(open_t)
+        self._lock.open(open_t, now=now)
         self._tripped = True
         self._trip_t = open_t
         self._armed.clear()
@@ -781,6 +807,7 @@ class SafetyIsland:
             "cause": cause,
             "condition_since": since,
             "opened_t": open_t,
+            "acted_t": now,
         }
         self.log.append(event)
         self.trips.append(event)
@@ -994,7 +1021,9 @@ class SafetyIsland:
             return Verdict(False, "interlock open")
         if not self._lock.emit(stim, t):
             return Verdict(False, "interlock refused")
-        self._delivered_t.append(t)
+        # Counted at its onset at the transducer (what the per-minute limit is about), and
+        # counted even if an opening cuts it in flight: the safe side.
+        self._delivered_t.append(t + self._lock.latency(stim.modality))
         self.delivered_count += 1
         self._last_stim_t = t
         self._stim_times.append(t)
@@ -1007,7 +1036,8 @@ class SafetyIsland:
         over = beyond_ceiling(stim, lim)
         if over is not None:
             return over
-        while self._delivered_t and self._delivered_t[0] <= t - 60.0:
+        onset = t + self._lock.latency(stim.modality)
+        while self._delivered_t and self._delivered_t[0] <= onset - 60.0:
             self._delivered_t.popleft()
         if len(self._delivered_t) >= lim.max_per_minute:
             return f"max_per_minute {lim.max_per_minute} reached"

@@ -9,6 +9,13 @@ external re-arm. The application never sees it.
 While open, nothing of the program reaches a transducer (S1). The one exception is the
 release path (:meth:`Interlock.cue`): a dim light, capped in hardware, by which the island
 itself wakes a sleeper it has just freed.
+
+A pulse the gate passes is *in flight* for the transducer's output latency (the audio
+codec's 15 ms): it reaches the transducer at its onset, ``t + latency_s``, not when it was
+passed. The gate sits in front of the transducers, so opening it cuts every pulse still in
+flight (:attr:`Interlock.cut`): a pulse whose onset falls at or after the opening never
+reaches its transducer nor the world, whatever happens to the gate after. Who drives
+time calls :meth:`Interlock.settle` at (or after) an onset to let what is due through.
 """
 
 from __future__ import annotations
@@ -129,23 +136,37 @@ def beyond_ceiling(stim: Stimulus, ceilings: Limits = HARD_CEILINGS) -> str | No
     return None
 
 
+#: Tolerance of :meth:`Interlock.settle` on an onset time (s): a caller's clock that adds
+#: the latency its own way may land a few ulps before the onset the gate computed.
+SETTLE_TOLERANCE_S = 1e-9
+
+
 @dataclass(frozen=True)
 class Output:
-    """What reached a transducer, and when.
+    """A pulse the gate passed, and when.
 
     Attributes
     ----------
     t : float
-        Simulation time of the output, seconds.
+        Simulation time at which the gate passed it (the trigger), seconds.
     stimulus : Stimulus
         What was emitted.
     cue : bool
         True for the release path (:meth:`Interlock.cue`).
+    onset_t : float or None
+        When it reaches the transducer: ``t`` plus the transducer's latency (None: at
+        ``t``, the release cue).
     """
 
     t: float
     stimulus: Stimulus
     cue: bool = False
+    onset_t: float | None = None
+
+    @property
+    def at(self) -> float:
+        """When it reaches (or reached) the transducer, seconds."""
+        return self.t if self.onset_t is None else self.onset_t
 
 
 class Interlock:
@@ -165,8 +186,14 @@ class Interlock:
         Whether the gate is open (nothing but the release cue gets through).
     openings : list of list
         ``[opened_t, closed_t or None]`` per opening, seconds.
+    open_calls : list of float
+        Per opening, the simulation time at which :meth:`open` was actually called (its
+        ``now``): a controller that opens late but back-dates ``opened_t`` shows here.
     outputs : list of Output
-        Everything that reached a transducer, in order.
+        Everything that reached a transducer, in the order it did.
+    cut : list of Output
+        Pulses the gate passed that were still in flight when it opened: they never
+        reached a transducer.
     """
 
     def __init__(
@@ -179,7 +206,10 @@ class Interlock:
         self.is_open = False
         #: ``[opened_t, closed_t or None]`` per opening, for the record and the proofs.
         self.openings: list[list[float | None]] = []
+        self.open_calls: list[float] = []
         self.outputs: list[Output] = []
+        self.cut: list[Output] = []
+        self._in_flight: list[Output] = []  # passed, onset still to come
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -206,19 +236,33 @@ class Interlock:
         """
         return self._transducers[modality].latency_s
 
-    def open(self, t: float) -> None:
+    def open(self, t: float, now: float | None = None) -> None:
         """Open: every output off at once; stays open until :meth:`close`.
+
+        Pulses in flight whose onset is before ``t`` reached their transducer before the
+        gate opened; those whose onset is at or after ``t`` are cut (:attr:`cut`).
 
         Parameters
         ----------
         t : float
-            Simulation time, seconds (recorded in :attr:`openings`).
+            Simulation time of the opening, seconds (recorded in :attr:`openings`).
+        now : float or None
+            Simulation time at which the call is made (recorded in :attr:`open_calls`);
+            None: ``t``.
         """
+        self._reach(lambda o: o.at < t)
+        if self._in_flight:
+            self.cut.extend(self._in_flight)
+            logger.info(
+                "interlock opened at %.4f s: %d pulse(s) in flight cut", t, len(self._in_flight)
+            )
+            self._in_flight = []
         for transducer in self._transducers.values():
             transducer.off()
         if not self.is_open:
             self.is_open = True
             self.openings.append([t, None])
+            self.open_calls.append(t if now is None else now)
 
     def close(self, t: float) -> None:
         """Close again (the island calls it on an external re-arm only).
@@ -233,30 +277,70 @@ class Interlock:
             self.openings[-1][1] = t
 
     def emit(self, stim: Stimulus, t: float) -> bool:
-        """Pass a stimulus to its transducer unless open or beyond the hard ceilings.
+        """Pass a stimulus towards its transducer unless open or beyond the hard ceilings.
+
+        It is then in flight: it reaches the transducer at ``t + latency_s`` (at a
+        :meth:`settle` call) unless the gate opens before.
 
         Parameters
         ----------
         stim : Stimulus
             The stimulus.
         t : float
-            Simulation time, seconds.
+            Simulation time of the trigger, seconds.
 
         Returns
         -------
         bool
-            Whether it reached the transducer (False when open, when there is no
-            transducer of its modality or when it is beyond :data:`HARD_CEILINGS`).
+            Whether the gate passed it (False when open, when there is no transducer of
+            its modality or when it is beyond :data:`HARD_CEILINGS`).
         """
         if self.is_open or stim.modality not in self._transducers:
             return False
         if beyond_ceiling(stim) is not None:
             return False
-        self._transducers[stim.modality].emit(stim)
-        self.outputs.append(Output(t, stim))
-        if self._on_output is not None:
-            self._on_output(stim, t, False)
+        onset = t + self._transducers[stim.modality].latency_s
+        self._in_flight.append(Output(t, stim, onset_t=onset))
         return True
+
+    def settle(self, t: float) -> list[Output]:
+        """Let the pulses whose onset has come (at or before ``t``) reach their transducers.
+
+        Each one reaches its transducer and ``on_output`` (the world) is told, in onset
+        order. Pulses cut by an opening are gone already (:meth:`open`).
+
+        Parameters
+        ----------
+        t : float
+            Simulation time, seconds (within :data:`SETTLE_TOLERANCE_S` of an onset counts).
+
+        Returns
+        -------
+        list of Output
+            What reached a transducer in this call.
+        """
+        return self._reach(lambda o: o.at <= t + SETTLE_TOLERANCE_S)
+
+    def in_flight(self) -> list[Output]:
+        """Pulses passed and not yet at their transducer, in the order passed."""
+        return list(self._in_flight)
+
+    def next_onset(self) -> float:
+        """Onset of the next pulse in flight, seconds (``inf``: none)."""
+        return min((o.at for o in self._in_flight), default=float("inf"))
+
+    def _reach(self, due: Callable[[Output], bool]) -> list[Output]:
+        now = [o for o in self._in_flight if due(o)]
+        if not now:
+            return []
+        self._in_flight = [o for o in self._in_flight if not due(o)]
+        now.sort(key=lambda o: o.at)
+        for o in now:
+            self._transducers[o.stimulus.modality].emit(o.stimulus)
+            self.outputs.append(o)
+            if self._on_output is not None:
+                self._on_output(o.stimulus, o.at, False)
+        return now
 
     def cue(self, stim: Stimulus, t: float) -> bool:
         """The release path: a dim light pulse, allowed while open, capped in hardware.
@@ -286,6 +370,20 @@ class Interlock:
         if self._on_output is not None:
             self._on_output(stim, t, True)
         return True
+
+    def was_cut(self, stim: Stimulus) -> bool:
+        """Whether this very pulse (by identity) was cut in flight by an opening.
+
+        Parameters
+        ----------
+        stim : Stimulus
+            A stimulus passed to :meth:`emit`.
+
+        Returns
+        -------
+        bool
+        """
+        return any(o.stimulus is stim for o in self.cut)
 
     def was_open(self, t: float) -> bool:
         """Whether the interlock was open at time ``t`` (from the record).

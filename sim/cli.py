@@ -167,6 +167,7 @@ def _summary_screen(summary: dict, out: str, output_s: float) -> str:
         "stages     " + "  ".join(f"{s} {100 * n / total:.0f}%" for s, n in stages.items()),
         f"stimuli    {st['delivered']} delivered, {st['refused']} refused by the interlock, "
         f"{st['withheld']} withheld at the last look, {st['sham']} sham, {st['late']} late"
+        + (f", {st['cut']} cut in flight by a trip" if st.get("cut") else "")
         + (f", {st['after_end']} after the night's end" if st.get("after_end") else ""),
         f"signal     {summary['bad_signal_s']:.0f} s bad (stimulation withheld)",
         f"mcu        load {100 * cpu['cpu_load']:.2f}% at {cpu['clock_hz'] / 1e6:.0f} MHz, "

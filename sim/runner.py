@@ -6,15 +6,21 @@ block in which the program asks for a stimulus, or the end of an epoch), then ad
 virtual time to the arrival of the last block it consumed. What happens in those blocks —
 a stimulus decision, an epoch decision — is replayed on the simulated core at the time its
 block arrived, with preemption, so response times and deadline misses are measured.
-A stimulus is fired by a timer process at its exact onset sample, through the safety
-island's port (the island alone drives the interlock); the world (the virtual sleeper)
-hears it before any sample after its onset is read.
+A stimulus is fired by a timer process one output latency before its onset sample,
+through the safety island's port (the island alone drives the interlock). The pulse is then
+in flight: at its onset it reaches the transducer and the world (the virtual sleeper) hears
+it, before any sample after its onset is read, unless the interlock opened in the
+meantime, which cuts it (logged ``delivered: false``, reason :data:`CUT_REASON`, counted
+as ``cut``).
 
 The safety island (:mod:`firmware.safety`) is a SimPy process of its own that never asks
-for the application core: it sleeps until its timer's next deadline and polls. It sees
-every DMA block as the ADC delivers it (``on_blocks``), whatever the application does; the
-application's tasks check in from where they run (period check-ins of bulk-accounted
-blocks are stamped from their sample indices, see ``_period_check_ins``).
+for the application core: it sleeps until its timer's next deadline and polls. Nothing
+else polls it on its behalf: the firmware loop only waits for the island's deadlines
+(so that it does not read past them), and the island's entry points (requests, check-ins,
+host and button) are its own mailbox. It sees every DMA block as the ADC delivers it
+(``on_blocks``), whatever the application does; the application's tasks check in from
+where they run (period check-ins of bulk-accounted blocks are stamped from their sample
+indices, see ``_period_check_ins``).
 """
 
 from __future__ import annotations
@@ -54,6 +60,10 @@ PRIO_ACQUISITION, PRIO_DSP, PRIO_MODULATION, PRIO_STAGING = 0, 1, 2, 3
 #: Longest stretch the application processes in one call (a stimulus or an epoch end
 #: usually cuts it shorter).
 MAX_CHUNK_S = 30.0
+
+#: Reason logged for a granted stimulus the interlock cut in flight (it opened between the
+#: trigger and the onset at the transducer).
+CUT_REASON = "cut: interlock opened in flight"
 
 
 @dataclass
@@ -300,11 +310,16 @@ class Night:
             "sham": 0,
             "late": 0,
             "after_end": 0,
+            "cut": 0,
         }
+        # The firmware loop waited once for this barrier (an island deadline or output):
+        # if the island did not act on it, the loop does not wait for it again.
+        self._waited_barrier = float("nan")
 
     # -- the safety island --------------------------------------------------------------------
     def _output(self, stim: Stimulus, t: float, cue: bool) -> None:
-        """Whatever reached a transducer reaches the world (release cues included)."""
+        """Whatever reached a transducer reaches the world (release cues included); a
+        stimulus does at its onset, when the stim timer settles the interlock."""
         if cue:
             stim = Stimulus(
                 round(t * self.device_rate), stim.modality, stim.level, stim.duration, stim.reason
@@ -482,12 +497,23 @@ class Night:
                 event.update(delivered=False, reason="sham")
             else:
                 # The modulation task checks in, then asks; the world hears the stimulus
-                # from the interlock's output (``_output``) if it got through.
+                # from the interlock's output (``_output``) if it reaches the transducer.
                 self.port.check_in("modulation", self.mod_seq, self.env.now)
                 self.mod_seq += 1
                 verdict = self.port.request(stim, self.env.now)
                 self._kick_island()
                 if verdict.delivered:
+                    # In flight for the output latency: at the onset the pulse reaches the
+                    # transducer, unless the interlock opened in between (then it is cut).
+                    yield self.env.timeout(max(0.0, onset_t - self.env.now))
+                    if self.island.next_wake() <= self.env.now:
+                        # The island's timer acts at this very instant too: let it go first.
+                        yield self.env.timeout(0)
+                    self.island.settle(self.env.now)
+                if verdict.delivered and self.island.was_cut(stim):
+                    self.counts["cut"] += 1
+                    event.update(delivered=False, reason=CUT_REASON)
+                elif verdict.delivered:
                     self.counts["delivered"] += 1
                     event.update(delivered=True, reason=req.reason)
                 else:
@@ -519,17 +545,22 @@ class Night:
             if not self.hung:  # read only as far as the app can use (the same decisions)
                 stop = min(stop, self.app.read_horizon(idx, stop))
             # The island's own outputs (release cue) and the scenario's injections change
-            # the world too: do not read past them before they happen.
+            # the world too: do not read past them before they happen. The loop only waits:
+            # the island's own timer acts at its deadlines (the loop never polls it).
             barrier = island.next_output_time()
             if self.hung:  # nothing will push the watchdog's deadline: it is a barrier too
                 barrier = min(barrier, island.next_wake())
+            if barrier == self._waited_barrier:
+                # Waited for once and the island did not act (its timer is late): that is
+                # the island's failure to record, not a reason to stop the world.
+                barrier = float("inf")
             if self.scenario is not None:
                 barrier = min(barrier, self.scenario.next_injection(self.env.now))
             if barrier != float("inf"):
                 b_idx = int(barrier * self.device_rate) // self.block * self.block
                 if b_idx <= idx:
+                    self._waited_barrier = barrier
                     yield self.env.timeout(max(0.0, barrier - self.env.now) + 1e-9)
-                    island.poll(self.env.now)
                     continue
                 stop = min(stop, b_idx)
             data, flags = self.front.read(idx, stop)

@@ -21,10 +21,40 @@ def make():
     return lock, speaker, led, heard
 
 
-def test_emits_while_closed_and_tells_the_world():
+def test_emits_while_closed_and_tells_the_world_at_the_onset():
     lock, speaker, _, heard = make()
     assert lock.emit(pulse(1.0), 1.0)
-    assert len(speaker.emitted) == 1 and heard == [(1.0, False)]
+    assert lock.in_flight() and speaker.emitted == [] and heard == []  # 15 ms in flight
+    assert lock.next_onset() == pytest.approx(1.015)
+    assert lock.settle(1.01) == []
+    assert [o.at for o in lock.settle(1.015)] == [pytest.approx(1.015)]
+    assert len(speaker.emitted) == 1 and heard == [(pytest.approx(1.015), False)]
+    assert lock.outputs[0].t == 1.0 and not lock.in_flight()
+
+
+def test_an_opening_cuts_the_pulses_in_flight():
+    """S1 at the transducer: passed at 2.000 s (audio, onset 2.015 s), the interlock opens
+    at 2.0022 s: the pulse never reaches the speaker nor the world, even if the gate is
+    closed again before its onset. A pulse whose onset came before the opening did."""
+    lock, speaker, led, heard = make()
+    assert lock.emit(pulse(2.0), 2.0)  # audio: onset 2.015
+    assert lock.emit(pulse(2.0, level=10.0, modality="light"), 2.0)  # light: onset 2.002
+    lock.open(2.0022, now=2.0022)
+    assert [o.stimulus.modality for o in lock.outputs] == ["light"]  # reached at 2.002
+    assert [o.stimulus.modality for o in lock.cut] == ["audio"]
+    assert lock.was_cut(lock.cut[0].stimulus) and not lock.in_flight()
+    lock.close(2.005)
+    assert lock.settle(3.0) == []
+    assert speaker.emitted == [] and len(led.emitted) == 1 and len(heard) == 1
+    assert lock.open_calls == [2.0022]
+
+
+def test_an_opening_at_the_very_onset_cuts():
+    lock, speaker, _, _ = make()
+    assert lock.emit(pulse(1.0), 1.0)
+    onset = lock.next_onset()
+    lock.open(onset)
+    assert lock.settle(onset + 1.0) == [] and speaker.emitted == [] and len(lock.cut) == 1
 
 
 def test_refuses_beyond_the_hard_ceilings_without_clipping():
@@ -46,6 +76,9 @@ def test_open_latches_and_only_the_release_path_passes():
     lock.close(9.0)
     assert lock.emit(pulse(10.0), 10.0)
     assert lock.openings == [[5.0, 9.0]]
+    assert lock.open_calls == [5.0]  # called at the time it records
+    lock.open(11.0, now=11.5)  # a controller that acted late cannot hide it
+    assert lock.openings[-1] == [11.0, None] and lock.open_calls[-1] == 11.5
 
 
 def test_limits_beyond_hard_ceilings_are_refused():

@@ -110,6 +110,36 @@ def test_interlock_limits_refuse_and_log():
     refused = [e for e in stims if e["reason"].startswith("limit")]
     assert refused and len(src.heard) == sum(e["delivered"] for e in stims)
     assert any(e.get("event") == "limit" for e in result.events if e["kind"] == "safety")
+    # No 60-s window of delivered onsets (what the sleeper heard) holds more than 3.
+    onsets = np.sort([s.onset_sample / SFREQ for s in src.heard])
+    first = np.searchsorted(onsets, onsets - 60.0, side="right")
+    assert (np.arange(onsets.size) - first + 1).max() <= 3
+
+
+def test_a_trip_in_flight_cuts_the_stimulus_before_the_sleeper_hears_it():
+    """S1 at the transducer: a stimulus granted at its fire time (onset an output latency
+    later), then a host KILL 2 ms after: the interlock opens before the onset, so the pulse
+    is cut. The sleeper never hears it; it is logged undelivered and counted as ``cut``."""
+    from sim.runner import CUT_REASON
+
+    first = next(e for e in night()[0].run().events if e["kind"] == "stim" and e["delivered"])
+    fire = first["t"] - 0.015
+    n, src = night()
+
+    def host_kill():
+        yield n.env.timeout(fire + 0.002)
+        n.island.host_command(b"KILL", n.env.now)
+        n._kick_island()
+
+    n.env.process(host_kill())
+    result = n.run()
+    stim = next(e for e in result.events if e["kind"] == "stim" and e["t"] == first["t"])
+    assert stim["delivered"] is False and stim["reason"] == CUT_REASON
+    trip = result.summary["safety"]["first_trip"]
+    assert fire < trip["opened_t"] < first["t"] and trip["cause"] == "host kill"
+    assert result.summary["stimuli"]["cut"] == 1 and result.summary["stimuli"]["delivered"] == 0
+    assert src.heard == []  # the world never heard it
+    assert n.island.was_open(first["t"])
 
 
 class _EchoApp:

@@ -9,7 +9,14 @@ import pytest
 from bench.safety import Harness, campaign
 from firmware.safety import AppPort, SafetyConfig, load_safety_config, rearm_frame
 from hal.base import UserInputError
+from hal.interlock import Limits
 from sim.cli import main
+from sim.runner import Night, RunConfig, open_configured_source
+
+#: T_react of the default configuration (S2).
+T_REACT = SafetyConfig().t_react_s
+#: Output latency of the runner's audio transducer (a stim event's ``t`` is its onset).
+AUDIO_LATENCY = RunConfig().audio_latency_s
 
 
 def test_config_beyond_a_ceiling_or_inconsistent_is_refused_naming_the_field():
@@ -60,6 +67,99 @@ def test_refused_requests_are_logged_and_repeated_breaches_trip():
     h.advance(0.01)
     assert [e["event"] for e in h.island.log].count("limit") == 3
     assert h.island.trips[-1]["cause"] == "repeated limit breach"
+    assert h.violations == []
+
+
+def test_an_opening_in_flight_cuts_the_pulse_before_the_transducer():
+    """S1 at the transducer: granted at 2.000 s (audio, onset 2.015 s), then a host KILL at
+    2.002 s: the interlock opens at 2.0032 s and the pulse never reaches the speaker."""
+    h = Harness()
+    h.advance(2.0 - h.now)
+    assert h.request(50.0, 0.05)  # passed, in flight
+    h.advance(0.002)
+    h.kill()
+    h.advance(0.05)
+    lock = h.island._lock
+    assert lock.openings[0][0] < 2.015 and len(lock.cut) == 1
+    assert [o for o in lock.outputs if not o.cue] == []
+    assert h.transducers["audio"].emitted == []
+    assert h.violations == []
+
+
+def test_a_pulse_whose_onset_came_before_the_opening_was_delivered():
+    h = Harness()
+    h.advance(2.0 - h.now)
+    assert h.request(50.0, 0.05)
+    h.advance(0.02)  # past the onset at 2.015 s
+    h.kill()
+    h.advance(0.05)
+    assert len(h.transducers["audio"].emitted) == 1 and not h.island._lock.cut
+    assert h.violations == []
+
+
+def test_an_over_limit_pulse_is_refused_never_clipped():
+    """S4: a 0.5-s pulse (limit 0.2 s) and levels over each modality's limit come back
+    refused and logged; nothing reaches a transducer, nothing clipped into a pass."""
+    h = Harness()
+    h.advance(1.5)
+    for level, duration, modality in [
+        (50.0, 0.5, "audio"),
+        (56.0, 0.05, "audio"),
+        (31.0, 0.05, "light"),
+    ]:
+        assert not h.request(level, duration, modality)
+        h.advance(0.1)
+    limits = [e["limit"] for e in h.island.log if e["event"] == "limit"]
+    assert len(limits) == 3 and limits[0].startswith("max_pulse_s 0.5")
+    assert "max_level_db" in limits[1] and "max_light_pct" in limits[2]
+    assert h.island._lock.outputs == [] and h.island._lock.in_flight() == []
+    assert all(tx.emitted == [] for tx in h.transducers.values())
+    assert h.violations == []
+
+
+def test_the_nightly_dose_holds():
+    """S4: with max_per_night = 5 the sixth request is refused, logged and never emitted."""
+    h = Harness(SafetyConfig(staging_start_s=0.0, limits=Limits(max_per_night=5)))
+    h.advance(1.5)
+    granted = []
+    for _ in range(6):
+        granted.append(h.request(50.0, 0.05))
+        h.advance(3.0)
+    assert granted == [True] * 5 + [False]
+    assert [e["limit"] for e in h.island.log if e["event"] == "limit"] == [
+        "max_per_night 5 reached"
+    ]
+    assert len(h.transducers["audio"].emitted) == 5
+    assert h.violations == []
+
+
+def test_a_fast_looping_app_trips_the_windowed_watchdog_early():
+    """A looping application checks in every 0.1 s with correct sequence numbers: the
+    second check-in is early (window opens at 0.5 s) and trips within T_react."""
+    h = Harness()
+    h.advance(3.0)
+    h.fast_loop(1, 0.1)  # 0.1 s after the last scheduled check-in: early
+    first = h.now
+    h.advance(0.05)
+    trip = h.island.trips[0]
+    assert trip["cause"] == "watchdog: acquisition early"
+    assert first <= trip["opened_t"] <= first + T_REACT
+    assert h.violations == []
+
+
+def test_a_late_check_in_handed_over_in_bulk_trips():
+    """Check-ins handed over in bulk are stamped ahead and verified in order without the
+    timer between them: one 1.8 s after the previous is late (the window closes at 1.6 s).
+    It must not be taken as on time (which would move the window on): the interlock opens
+    within T_react of the window's close."""
+    h = Harness()
+    h.advance(3.0)
+    h.bulk_periods([0.5, 1.0, 1.8])  # stamped ahead: the last one late
+    closes = h.last_acq_true - 1.8 + h.cfg.window_max_s
+    h.advance(h.last_acq_true - h.now + 0.05)
+    trip = h.island.trips[0]
+    assert trip["cause"] in ("watchdog: acquisition missing", "watchdog: acquisition late")
+    assert closes <= trip["opened_t"] <= closes + T_REACT
     assert h.violations == []
 
 
@@ -201,22 +301,47 @@ def _run(tmp_path, scenario, capsys):
     return [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
 
 
-def _trip(events):
+def _trip(events, holds_from, holds_by):
+    """The first trip, checked against times the test knows on its own (the scenario's
+    injections, the runner's requests), not only against the island's own record: the
+    condition could not hold before ``holds_from`` and surely held by ``holds_by``, so the
+    interlock opened in ``[holds_from, holds_by + T_react]``; the island really acted then
+    (``acted_t``: when its timer ran, which a starved timer cannot back-date)."""
     trips = [e for e in events if e["kind"] == "safety" and e["event"] == "trip"]
     assert trips
     t = trips[0]
-    assert {"cause", "condition_since", "opened_t"} <= set(t)
-    assert t["opened_t"] - t["condition_since"] <= 0.010
+    assert {"cause", "condition_since", "opened_t", "acted_t"} <= set(t)
+    assert holds_from <= t["opened_t"] <= holds_by + T_REACT, (t, holds_from, holds_by)
+    assert t["acted_t"] <= t["opened_t"] + 1e-9
+    assert t["opened_t"] - t["condition_since"] <= T_REACT
     late = [e for e in events if e["kind"] == "stim" and e["delivered"] and e["t"] > t["t"]]
     assert late == []  # nothing delivered after the trip
     return t
 
 
+def _requests(events, after=0.0):
+    """Times at which the runner asked the island for a stimulus, from its own log (a
+    stim event's ``t`` is the onset; the request is an output latency earlier)."""
+    asked = [
+        e["t"] - AUDIO_LATENCY
+        for e in events
+        if e["kind"] == "stim"
+        and e["reason"] not in ("late", "sham")
+        and not str(e["reason"]).startswith("withheld")
+    ]
+    return [t for t in asked if t >= after]
+
+
 def test_nightmare_glitch_frees_the_trapped_sleeper(tmp_path, capsys):
     events = _run(tmp_path, "nightmare-glitch", capsys)
     trapped = next(e for e in events if e["kind"] == "world" and e["event"] == "trapped")
-    trip = _trip(events)
-    assert trapped["t"] <= trip["t"] <= trapped["t"] + 30.0
+    # The heart races from the nightmare's start, a second after the third stimulus; the
+    # island confirms distress within 8 s (a median of five R-R intervals, then five fast
+    # beats): the glitch's next request after that is a stimulus into distress that began
+    # under stimulation.
+    by = _requests(events, after=trapped["t"] + 8.0)[0]
+    trip = _trip(events, trapped["t"], by)
+    assert trip["cause"] == "distress under stimulation"
     released = next(e for e in events if e["kind"] == "world" and e["event"] == "released")
     assert released["t"] > trip["t"]
     assert any(e.get("event") == "release_cue" for e in events)
@@ -233,10 +358,47 @@ def test_nightmare_glitch_frees_the_trapped_sleeper(tmp_path, capsys):
 )
 def test_fault_scenarios_trip(tmp_path, capsys, scenario, cause):
     events = _run(tmp_path, scenario, capsys)
-    assert _trip(events)["cause"] == cause
+    cfg = SafetyConfig()
+    if scenario == "app-hang":  # hangs at 120 s: the window closes window_max_s later
+        holds_from, holds_by = 120.0, 120.0 + cfg.window_max_s
+    elif scenario == "flood":  # from 60 s: the per-minute limit, then breach_trip_count
+        n = cfg.limits.max_per_minute + cfg.breach_trip_count
+        holds_from, holds_by = 60.0, _requests(events, after=60.0)[n - 1]
+    elif scenario == "electrode-off":  # leads off at 90 s: the next request after it
+        holds_from = 90.0
+        holds_by = _requests(events, after=90.0 + 8 / 250.0)[0]
+    else:  # wake-button: pressed at 100 s
+        holds_from = holds_by = 100.0
+    assert _trip(events, holds_from, holds_by)["cause"] == cause
     if scenario == "wake-button":
         kinds = [e["event"] for e in events if e["kind"] == "safety"]
         assert "rearm_refused" in kinds and "rearm" in kinds
+
+
+@pytest.mark.parametrize("scenario", ["app-hang", "flood"])
+def test_the_island_timer_alone_opens_the_interlock_in_time(scenario):
+    """S5: a hung application spinning on the core, or one flooding the port, cannot
+    starve the island. The firmware loop never polls the island: its own timer opens the
+    interlock, and the interlock records when open() was really called, so a timer that
+    does not run cannot hide behind a back-dated ``opened_t``."""
+    config = RunConfig(source="sleeper://?hours=0.1", seed=1, scenario=scenario, record=False)
+    source = open_configured_source(config)
+    try:
+        night = Night(config, source)
+        result = night.run()
+    finally:
+        source.close()
+    lock = night.island._lock
+    assert lock.openings, "the island never opened the interlock"
+    for (opened, _closed), called in zip(lock.openings, lock.open_calls, strict=True):
+        assert opened - 1e-9 <= called <= opened + 1e-9
+    first = lock.openings[0][0]
+    if scenario == "app-hang":
+        assert 120.0 <= first <= 120.0 + SafetyConfig().window_max_s + T_REACT
+    else:
+        asked = [e for e in result.events if e["kind"] == "stim" and e["t"] > 60.0]
+        assert len(asked) > 100  # the flood went on after the trip, all of it refused
+        assert not any(e["delivered"] for e in asked if e["t"] > first + AUDIO_LATENCY)
 
 
 @pytest.mark.slow
