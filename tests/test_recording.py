@@ -819,6 +819,19 @@ def test_edf_plus_d_records_keep_their_time_with_gaps_as_nan(
     assert not [r for r in caplog.records if "non-finite" in r.getMessage()]
 
 
+def test_edf_plus_d_with_overlapping_records_is_a_damaged_file(tmp_path: Path) -> None:
+    # Record 3 claims to start half-way through record 2: no clock can hold both.
+    onsets = [0.0, 1.0, 1.5] + [float(r) for r in range(3, 40)]
+    x = np.concatenate([uv_sine(5, 100, 1, start=on) for on in onsets])
+    path = tmp_path / "overlap.edf"
+    path.write_bytes(edf_bytes([("C3-A2", b"uV", x, 100)], reserved="EDF+D", record_onsets=onsets))
+    with pytest.raises(UserInputError) as err:
+        hal.open_source(str(path))
+    message = one_line(err)
+    assert "damaged EDF+D (discontinuous) file" in message
+    assert "data record 3 starts at 1.5 s, before record 2 ends (2 s)" in message
+
+
 def test_bad_channels_are_not_chosen_by_default(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
