@@ -47,6 +47,7 @@ from scipy import signal
 
 from bench._json import json_line
 from firmware.phase import Candidate, make_estimator
+from hal.recording import missing_after_resampling
 from sim import analysis
 
 FS = 250.0
@@ -185,13 +186,10 @@ def _resample(x: np.ndarray, sfreq: float) -> np.ndarray:
         return signal.resample_poly(x, up, down)
     if bad.all():
         return np.full(-(-x.size * up // down), np.nan)
-    # As hal.recording does: fill so the filter does not spread NaN, then mark again the
-    # output samples whose input neighbours had no value.
+    # Fill so the filter does not spread NaN, then mark again the output samples whose
+    # input neighbours had no value (as the simulator's loader does).
     out = signal.resample_poly(fill_gaps(x), up, down)
-    t = np.arange(out.size, dtype=np.int64) * down
-    lo = np.minimum(t // up, x.size - 1)
-    hi = np.minimum(-(-t // up), x.size - 1)
-    out[bad[lo] | bad[hi]] = np.nan
+    out[missing_after_resampling(bad, out.size, up, down)] = np.nan
     return out
 
 

@@ -770,14 +770,34 @@ def _resample(
     # Keep the output samples whose time lies inside the recording.
     out = out[:, :n_out] + offsets
     out_bad = np.zeros((data.shape[0], n_out), dtype=bool)
-    if bad.any():
-        # An output sample is missing when either input sample around its time is.
-        t = np.arange(n_out, dtype=np.int64) * down
-        lo = np.minimum(t // up, n_in - 1)
-        hi = np.minimum(-(-t // up), n_in - 1)
-        for row in np.flatnonzero(bad.any(axis=1)):
-            out_bad[row] = bad[row, lo] | bad[row, hi]
+    for row in np.flatnonzero(bad.any(axis=1)):
+        out_bad[row] = missing_after_resampling(bad[row], n_out, up, down)
     return out, out_bad
+
+
+def missing_after_resampling(bad: np.ndarray, n_out: int, up: int, down: int) -> np.ndarray:
+    """Which samples of a signal resampled by ``up/down`` have no value behind them.
+
+    Gaps are filled before resampling (so that the filter does not spread NaN); an output
+    sample is missing again when either input sample around its time was.
+
+    Parameters
+    ----------
+    bad : ndarray of bool, shape (n_in,)
+        Input samples without a value.
+    n_out : int
+        Output samples.
+    up, down : int
+        The resampling factors.
+
+    Returns
+    -------
+    ndarray of bool, shape (n_out,)
+    """
+    t = np.arange(n_out, dtype=np.int64) * down
+    lo = np.minimum(t // up, bad.size - 1)
+    hi = np.minimum(-(-t // up), bad.size - 1)
+    return bad[lo] | bad[hi]
 
 
 # --------------------------------------------------------------------------------------
